@@ -1,0 +1,6 @@
+//! Record formats: how bytes become [`Reading`](crate::model::Reading)s, independent of how
+//! the bytes travel (see [`source`](crate::source) for transports).
+
+#[cfg(feature = "parquet")]
+pub mod parquet;
+pub mod text;

@@ -1,0 +1,31 @@
+//! # wattflow
+//!
+//! The core of wattflow, a dataflow framework for household electricity monitoring with a
+//! Lambda architecture in which the batch layer and the speed layer are one incremental
+//! differential-dataflow graph.
+//!
+//! This crate holds what every layer shares:
+//! - [`model`]: readings, window keys and exact, mergeable aggregates;
+//! - [`format`]: record formats (UCI text, CSV, Parquet);
+//! - [`source`]: transports that bring readings into a timely graph (file replay);
+//! - [`sink`]: the batch views (Parquet) and the dead-letter file;
+//! - [`generate`]: a seeded synthetic household history;
+//! - [`time`]: the naive calendar arithmetic of the data.
+//!
+//! The aggregation operators live in `wattflow-operators` (no I/O), and the pipelines and the
+//! `wattflow` CLI in `wattflow-pipelines`, which is also the embedding entry point.
+#![deny(missing_docs)]
+
+pub mod format;
+pub mod generate;
+pub mod model;
+pub mod sink;
+pub mod source;
+pub mod time;
+
+pub use model::{
+    Aggregate, Granularity, Measure, MeterId, Origin, Reading, RejectReason, WindowKey,
+};
+
+/// Timestamps of every wattflow graph: event-time watermarks in ms since the epoch.
+pub type Time = u64;

@@ -1,0 +1,649 @@
+//! File replay: history files (UCI text, gzip'd text, CSV, Parquet) into a timely graph.
+//!
+//! # How the work is shared
+//! A plain text file is cut into chunks of [`FileSourceConfig::chunk_bytes`] aligned to line
+//! starts, dealt round-robin to the workers (chunk `k` to worker `k mod peers`), so every worker
+//! parses while all of them advance through time together and the global frontier never lags
+//! more than a chunk or so. Every worker counts the newlines of the chunks before its own, so
+//! rejected lines still carry their true line number. A gzip'd file cannot be split: it goes
+//! whole to one worker. Parquet row groups are dealt like chunks.
+//!
+//! # Watermarks
+//! Each input keeps its own watermark (largest event time seen minus the allowed lateness); the
+//! worker holds its capability at the least watermark of its unfinished inputs and always reads
+//! next from the input that is furthest behind, so several files covering the same period
+//! (several households) are merged in time. A row behind its input's watermark is refused as
+//! too late. With several workers on one file, lateness is judged per chunk sequence of each
+//! worker; for files in time order (as history files are) this changes nothing.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use differential_dataflow::collection::vec::Collection as VecCollection;
+use differential_dataflow::AsCollection;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::format::text::{DateCache, HeaderError, Line, TextFormat};
+use crate::model::{Limits, MeterId, Origin, Reading, RejectReason};
+use crate::source::Rejection;
+use crate::time::format_iso;
+use crate::Time;
+
+/// Default meter id for files without a `Meter` column.
+pub const DEFAULT_METER: &str = "household-1";
+/// Default interval covered by one row of a history file: the UCI file has one row a minute.
+pub const DEFAULT_INTERVAL_S: u32 = 60;
+/// Default allowed lateness: a row may come this much after a later one and still count.
+pub const DEFAULT_LATENESS_MS: i64 = 10 * 60 * 1000;
+/// Default chunk size for splitting text files between workers.
+pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+
+/// How to read history files.
+#[derive(Clone, Debug)]
+pub struct FileSourceConfig {
+    /// Input files, in order; a reading's [`Origin::source`] indexes this list.
+    pub inputs: Vec<PathBuf>,
+    /// Meter for files without a `Meter` column.
+    pub default_meter: MeterId,
+    /// Interval one row covers, in seconds.
+    pub interval_s: u32,
+    /// Plausibility bounds; rows beyond them are refused.
+    pub limits: Limits,
+    /// Allowed lateness in ms.
+    pub lateness_ms: i64,
+    /// Chunk size when splitting text files between workers.
+    pub chunk_bytes: usize,
+}
+
+impl FileSourceConfig {
+    /// A configuration with the defaults for `inputs`.
+    pub fn new(inputs: Vec<PathBuf>) -> FileSourceConfig {
+        FileSourceConfig {
+            inputs,
+            default_meter: MeterId::new(DEFAULT_METER).expect("valid default meter"),
+            interval_s: DEFAULT_INTERVAL_S,
+            limits: Limits::default(),
+            lateness_ms: DEFAULT_LATENESS_MS,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+        }
+    }
+}
+
+/// Counters of a replay, shared by all workers of the process.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// Data rows read (valid, missing and rejected).
+    pub rows: AtomicU64,
+    /// Valid readings emitted.
+    pub readings: AtomicU64,
+    /// Rows the source marks as missing (`?`).
+    pub missing: AtomicU64,
+    /// Rows refused by the source (malformed, absurd, too late).
+    pub rejected: AtomicU64,
+    /// Bytes of input consumed (uncompressed for gzip).
+    pub bytes: AtomicU64,
+    /// Total bytes to read where known (plain files), for progress bars.
+    pub total_bytes: AtomicU64,
+}
+
+impl SourceStats {
+    /// Adds a chunk's rows, missing, rejected and bytes (readings are counted as emitted).
+    fn add(&self, chunk: &Chunk) {
+        self.rows.fetch_add(chunk.rows, Ordering::Relaxed);
+        self.missing.fetch_add(chunk.missing, Ordering::Relaxed);
+        self.rejected
+            .fetch_add(chunk.rejected.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(chunk.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A file that cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// Opening or reading failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The header is not one we can read.
+    #[error("{path}: line 1: {source}")]
+    Header {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the header.
+        source: HeaderError,
+    },
+    /// A Parquet file that cannot be decoded, or lacks the needed columns.
+    #[error("{path}: {message}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What one chunk of input held.
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// Valid readings, in file order.
+    pub readings: Vec<Reading>,
+    /// Refused rows.
+    pub rejected: Vec<Rejection>,
+    /// Rows marked missing.
+    pub missing: u64,
+    /// Data rows in the chunk (blank lines excluded).
+    pub rows: u64,
+    /// Bytes consumed.
+    pub bytes: u64,
+}
+
+impl Chunk {
+    /// Sorts one parsed line into the chunk.
+    pub fn push_line(&mut self, outcome: Line, origin: Origin, raw: &[u8]) {
+        match outcome {
+            Line::Blank => return,
+            Line::Reading(r) => self.readings.push(r),
+            Line::Missing => self.missing += 1,
+            Line::Rejected(reason) => self.rejected.push(Rejection {
+                origin,
+                reason,
+                record: record_text(raw),
+            }),
+        }
+        self.rows += 1;
+    }
+}
+
+/// A record as text for the dead-letter file: line ending removed, shortened past 512 bytes.
+pub fn record_text(raw: &[u8]) -> String {
+    let mut raw = raw;
+    while let [rest @ .., b'\n' | b'\r'] = raw {
+        raw = rest;
+    }
+    let s = String::from_utf8_lossy(&raw[..raw.len().min(512)]);
+    s.into_owned()
+}
+
+/// One worker's share of one input, read chunk by chunk.
+pub trait ChunkReader {
+    /// The next chunk, or `None` at the end of this worker's share.
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, SourceError>;
+}
+
+/// What a file holds, from its first bytes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// Delimited text.
+    Text,
+    /// Gzip-compressed delimited text.
+    GzipText,
+    /// Apache Parquet.
+    Parquet,
+}
+
+/// Detects the kind of `path` from its magic bytes.
+pub fn detect_kind(path: &Path) -> Result<FileKind, SourceError> {
+    let mut head = [0u8; 4];
+    let mut f = File::open(path).map_err(|source| SourceError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let n = f.read(&mut head).map_err(|source| SourceError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(match &head[..n] {
+        [0x1f, 0x8b, ..] => FileKind::GzipText,
+        b"PAR1" => FileKind::Parquet,
+        _ => FileKind::Text,
+    })
+}
+
+/// Checks every input before a run starts: it exists, and its header (or schema) is usable.
+/// Returns the total size of the plain inputs, for progress reporting.
+pub fn check_inputs(config: &FileSourceConfig) -> Result<u64, SourceError> {
+    let mut total = 0;
+    for path in &config.inputs {
+        let io = |source| SourceError::Io {
+            path: path.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        match detect_kind(path)? {
+            FileKind::Text | FileKind::GzipText => {
+                let mut reader = open_text(path)?;
+                let mut header = Vec::new();
+                reader.read_until(b'\n', &mut header).map_err(io)?;
+                TextFormat::from_header(
+                    &header,
+                    config.default_meter,
+                    config.interval_s,
+                    config.limits,
+                )
+                .map_err(|source| SourceError::Header {
+                    path: path.clone(),
+                    source,
+                })?;
+                total += meta.len();
+            }
+            FileKind::Parquet => {
+                #[cfg(feature = "parquet")]
+                crate::format::parquet::check(path, config)?;
+                #[cfg(not(feature = "parquet"))]
+                return Err(SourceError::Parquet {
+                    path: path.clone(),
+                    message: "this build has no Parquet support (feature `parquet`)".into(),
+                });
+                #[allow(unreachable_code)]
+                {
+                    total += meta.len();
+                }
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn open_text(path: &Path) -> Result<Box<dyn BufRead>, SourceError> {
+    let io = |source| SourceError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    Ok(match detect_kind(path)? {
+        FileKind::GzipText => Box::new(BufReader::with_capacity(
+            1 << 20,
+            flate2::read::MultiGzDecoder::new(file),
+        )),
+        _ => Box::new(BufReader::with_capacity(1 << 20, file)),
+    })
+}
+
+/// Opens worker `worker`'s share (of `peers`) of input number `index`; `None` if it has none.
+pub fn open_share(
+    index: u32,
+    config: &FileSourceConfig,
+    worker: usize,
+    peers: usize,
+) -> Result<Option<Box<dyn ChunkReader>>, SourceError> {
+    let path = &config.inputs[index as usize];
+    match detect_kind(path)? {
+        FileKind::Text => Ok(Some(Box::new(TextShare::open(
+            index, path, config, worker, peers,
+        )?))),
+        FileKind::GzipText => {
+            if index as usize % peers != worker {
+                return Ok(None);
+            }
+            Ok(Some(Box::new(StreamShare::open(index, path, config)?)))
+        }
+        FileKind::Parquet => {
+            #[cfg(feature = "parquet")]
+            {
+                Ok(Some(Box::new(crate::format::parquet::ParquetShare::open(
+                    index, path, config, worker, peers,
+                )?)))
+            }
+            #[cfg(not(feature = "parquet"))]
+            Err(SourceError::Parquet {
+                path: path.clone(),
+                message: "this build has no Parquet support (feature `parquet`)".into(),
+            })
+        }
+    }
+}
+
+/// A worker's chunks of a memory-mapped plain text file.
+struct TextShare {
+    index: u32,
+    map: memmap2::Mmap,
+    format: TextFormat,
+    body_start: usize,
+    chunk_bytes: usize,
+    next_chunk: usize,
+    peers: usize,
+    /// Newlines counted so far: position and the line number of the line starting there.
+    counted_to: usize,
+    line_at_counted: u64,
+    dates: DateCache,
+}
+
+impl TextShare {
+    fn open(
+        index: u32,
+        path: &Path,
+        config: &FileSourceConfig,
+        worker: usize,
+        peers: usize,
+    ) -> Result<TextShare, SourceError> {
+        let io = |source| SourceError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        // SAFETY: the file is only read; a concurrent truncation by another process would be
+        // a misuse of the input that we cannot guard against (as with any mmap reader).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        let header_end = memchr::memchr(b'\n', &map).map_or(map.len(), |i| i + 1);
+        let format = TextFormat::from_header(
+            &map[..header_end],
+            config.default_meter,
+            config.interval_s,
+            config.limits,
+        )
+        .map_err(|source| SourceError::Header {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(TextShare {
+            index,
+            map,
+            format,
+            body_start: header_end,
+            chunk_bytes: config.chunk_bytes.max(1),
+            next_chunk: worker,
+            peers,
+            counted_to: header_end,
+            line_at_counted: 2,
+            dates: DateCache::default(),
+        })
+    }
+
+    /// First line start at or after `pos` (a line belongs to the chunk its first byte is in).
+    fn line_start_at_or_after(&self, pos: usize) -> usize {
+        if pos <= self.body_start {
+            return self.body_start;
+        }
+        if pos >= self.map.len() {
+            return self.map.len();
+        }
+        match memchr::memchr(b'\n', &self.map[pos - 1..]) {
+            Some(i) => pos + i,
+            None => self.map.len(),
+        }
+    }
+}
+
+impl ChunkReader for TextShare {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, SourceError> {
+        let nominal = self.body_start + self.next_chunk * self.chunk_bytes;
+        if nominal >= self.map.len() {
+            return Ok(None);
+        }
+        let start = self.line_start_at_or_after(nominal);
+        let end = self.line_start_at_or_after(nominal + self.chunk_bytes);
+        self.next_chunk += self.peers;
+        // Count the lines of the chunks between the last one and this one.
+        self.line_at_counted +=
+            memchr::memchr_iter(b'\n', &self.map[self.counted_to..start]).count() as u64;
+        let mut line_no = self.line_at_counted;
+        let mut chunk = Chunk {
+            bytes: (end - start) as u64,
+            ..Chunk::default()
+        };
+        chunk.readings.reserve((end - start) / 64);
+        let body = &self.map[start..end];
+        let mut pos = 0;
+        while pos < body.len() {
+            let line_end = memchr::memchr(b'\n', &body[pos..]).map_or(body.len(), |i| pos + i + 1);
+            let line = &body[pos..line_end];
+            let origin = Origin {
+                source: self.index,
+                position: line_no,
+            };
+            let outcome = self.format.parse_line(line, origin, &mut self.dates);
+            chunk.push_line(outcome, origin, line);
+            line_no += 1;
+            pos = line_end;
+        }
+        self.counted_to = end;
+        self.line_at_counted = line_no;
+        Ok(Some(chunk))
+    }
+}
+
+/// A text stream that cannot be split (gzip): read by one worker, line by line.
+struct StreamShare {
+    index: u32,
+    path: PathBuf,
+    reader: Box<dyn BufRead>,
+    format: TextFormat,
+    chunk_bytes: usize,
+    line_no: u64,
+    done: bool,
+    dates: DateCache,
+    line: Vec<u8>,
+}
+
+impl StreamShare {
+    fn open(
+        index: u32,
+        path: &Path,
+        config: &FileSourceConfig,
+    ) -> Result<StreamShare, SourceError> {
+        let mut reader = open_text(path)?;
+        let mut header = Vec::new();
+        reader
+            .read_until(b'\n', &mut header)
+            .map_err(|source| SourceError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        let format = TextFormat::from_header(
+            &header,
+            config.default_meter,
+            config.interval_s,
+            config.limits,
+        )
+        .map_err(|source| SourceError::Header {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(StreamShare {
+            index,
+            path: path.to_owned(),
+            reader,
+            format,
+            chunk_bytes: config.chunk_bytes.max(1),
+            line_no: 1,
+            done: false,
+            dates: DateCache::default(),
+            line: Vec::with_capacity(256),
+        })
+    }
+}
+
+impl ChunkReader for StreamShare {
+    fn next_chunk(&mut self) -> Result<Option<Chunk>, SourceError> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut chunk = Chunk::default();
+        while chunk.bytes < self.chunk_bytes as u64 {
+            self.line.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .map_err(|source| SourceError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                self.done = true;
+                break;
+            }
+            self.line_no += 1;
+            chunk.bytes += n as u64;
+            let origin = Origin {
+                source: self.index,
+                position: self.line_no,
+            };
+            let outcome = self.format.parse_line(&self.line, origin, &mut self.dates);
+            chunk.push_line(outcome, origin, &self.line);
+        }
+        Ok(Some(chunk))
+    }
+}
+
+/// Renders a reading for the dead-letter file when its original text is gone.
+pub fn render_reading(r: &Reading) -> String {
+    use crate::model::format_thousandths as f;
+    format!(
+        "{};{};{}s;{}",
+        r.meter,
+        format_iso(r.ts),
+        r.interval_s,
+        r.values
+            .iter()
+            .map(|&v| f(v as i64))
+            .collect::<Vec<_>>()
+            .join(";")
+    )
+}
+
+struct InputState {
+    reader: Box<dyn ChunkReader>,
+    watermark: i64,
+    max_ts: i64,
+}
+
+/// Streams returned by [`file_source`].
+pub struct FileStreams<'scope> {
+    /// Valid readings, at their source watermark.
+    pub readings: VecCollection<'scope, Time, Reading>,
+    /// Refused rows.
+    pub rejected: StreamVec<'scope, Time, Rejection>,
+}
+
+/// Replays `config.inputs` into the graph; see the module docs. Fatal errors (a file vanishing
+/// mid-run) are pushed to `errors` and end that input.
+pub fn file_source<'scope>(
+    scope: Scope<'scope, Time>,
+    config: Arc<FileSourceConfig>,
+    stats: Arc<SourceStats>,
+    errors: Arc<Mutex<Vec<String>>>,
+) -> FileStreams<'scope> {
+    let worker = scope.index();
+    let peers = scope.peers();
+    let mut builder = OperatorBuilder::new("FileSource".to_owned(), scope);
+    let info = builder.operator_info();
+    let activator = scope.activator_for(info.address);
+    let (readings_out, readings) = builder.new_output();
+    let (rejected_out, rejected) = builder.new_output();
+    let mut readings_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(Reading, Time, isize)>>>::from(
+            readings_out,
+        );
+    let mut rejected_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Rejection>>>::from(rejected_out);
+
+    builder.build(move |capabilities| {
+        let mut caps = Some(capabilities);
+        let mut inputs: Vec<InputState> = Vec::new();
+        let mut opened = false;
+        move |_frontiers| {
+            let Some(current) = caps.as_mut() else {
+                return;
+            };
+            if !opened {
+                opened = true;
+                for index in 0..config.inputs.len() as u32 {
+                    match open_share(index, &config, worker, peers) {
+                        Ok(Some(reader)) => inputs.push(InputState {
+                            reader,
+                            watermark: i64::MIN,
+                            max_ts: i64::MIN,
+                        }),
+                        Ok(None) => {}
+                        Err(e) => errors.lock().expect("errors lock").push(e.to_string()),
+                    }
+                }
+            }
+            // Read from the input furthest behind, so inputs advance together in time.
+            let next = inputs
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, s)| (s.watermark, *i))
+                .map(|(i, _)| i);
+            if let Some(i) = next {
+                match inputs[i].reader.next_chunk() {
+                    Ok(Some(mut chunk)) => {
+                        let time = *current[0].time();
+                        let state = &mut inputs[i];
+                        let mut readings_handle = readings_out.activate();
+                        let mut session = readings_handle.session(&current[0]);
+                        let readings = std::mem::take(&mut chunk.readings);
+                        let mut emitted = 0u64;
+                        // Per-row watermark: a row is late if it is behind the largest event
+                        // time seen before it by more than the lateness.
+                        for r in readings {
+                            let watermark = state.max_ts.saturating_sub(config.lateness_ms);
+                            if r.ts < watermark.max(state.watermark) {
+                                chunk.rejected.push(Rejection {
+                                    origin: r.origin,
+                                    reason: RejectReason::TooLate {
+                                        ts: format_iso(r.ts),
+                                        watermark: format_iso(watermark.max(state.watermark)),
+                                    },
+                                    record: render_reading(&r),
+                                });
+                                continue;
+                            }
+                            state.max_ts = state.max_ts.max(r.ts);
+                            session.give((r, time, 1));
+                            emitted += 1;
+                        }
+                        drop(session);
+                        stats.readings.fetch_add(emitted, Ordering::Relaxed);
+                        if !chunk.rejected.is_empty() {
+                            let mut rejected_handle = rejected_out.activate();
+                            rejected_handle
+                                .session(&current[1])
+                                .give_iterator(chunk.rejected.iter().cloned());
+                        }
+                        stats.add(&chunk);
+                        if state.max_ts != i64::MIN {
+                            state.watermark = state
+                                .watermark
+                                .max(state.max_ts.saturating_sub(config.lateness_ms));
+                        }
+                    }
+                    Ok(None) => {
+                        inputs.swap_remove(i);
+                    }
+                    Err(e) => {
+                        errors.lock().expect("errors lock").push(e.to_string());
+                        inputs.swap_remove(i);
+                    }
+                }
+            }
+            if inputs.is_empty() {
+                caps = None;
+                return;
+            }
+            let low = inputs.iter().map(|s| s.watermark).min().unwrap_or(0).max(0) as Time;
+            for cap in current.iter_mut() {
+                if *cap.time() < low {
+                    cap.downgrade(&low);
+                }
+            }
+            activator.activate();
+        }
+    });
+
+    FileStreams {
+        readings: readings.as_collection(),
+        rejected,
+    }
+}

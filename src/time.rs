@@ -1,0 +1,208 @@
+//! Naive calendar arithmetic: the data's local time is written as if it were UTC, so a calendar
+//! day is a plain 86,400,000 ms span and no time-zone database is needed on the hot path.
+
+/// Milliseconds in a day.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+pub const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date `(year, month, day)` of a day number since 1970-01-01.
+pub const fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Whether `y` is a Gregorian leap year.
+pub const fn is_leap(y: i64) -> bool {
+    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+}
+
+/// Days in month `m` of year `y`.
+pub const fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if is_leap(y) => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+/// Why a date or time was refused.
+pub fn check_date(y: i64, m: u32, d: u32) -> Result<(), &'static str> {
+    if !(1..=9999).contains(&y) {
+        return Err("year out of range");
+    }
+    if !(1..=12).contains(&m) {
+        return Err("month out of range");
+    }
+    if d == 0 || d > days_in_month(y, m) {
+        return Err("no such day in that month");
+    }
+    Ok(())
+}
+
+/// Ms since the epoch of a naive date-time, or `None` if it does not exist.
+pub fn naive_to_ms(y: i64, m: u32, d: u32, h: u32, mi: u32, s: u32) -> Option<i64> {
+    check_date(y, m, d).ok()?;
+    if h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    Some((days_from_civil(y, m, d) * 86_400 + (h * 3600 + mi * 60 + s) as i64) * 1000)
+}
+
+/// `YYYY-MM-DDThh:mm:ss` (with `.mmm` when not a whole second).
+pub fn format_iso(ts: i64) -> String {
+    let days = ts.div_euclid(DAY_MS);
+    let ms = ts.rem_euclid(DAY_MS);
+    let (y, m, d) = civil_from_days(days);
+    let s = ms / 1000;
+    let frac = ms % 1000;
+    let base = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    );
+    if frac == 0 {
+        base
+    } else {
+        format!("{base}.{frac:03}")
+    }
+}
+
+/// `YYYY-MM-DD` of the day holding `ts`.
+pub fn format_date(ts: i64) -> String {
+    let (y, m, d) = civil_from_days(ts.div_euclid(DAY_MS));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// First instant of the month holding `ts`, and of the next month.
+pub fn month_bounds(ts: i64) -> (i64, i64) {
+    let (y, m, _) = civil_from_days(ts.div_euclid(DAY_MS));
+    let start = days_from_civil(y, m, 1) * DAY_MS;
+    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+    (start, days_from_civil(ny, nm, 1) * DAY_MS)
+}
+
+/// First instant of the year holding `ts`, and of the next year.
+pub fn year_bounds(ts: i64) -> (i64, i64) {
+    let (y, _, _) = civil_from_days(ts.div_euclid(DAY_MS));
+    (
+        days_from_civil(y, 1, 1) * DAY_MS,
+        days_from_civil(y + 1, 1, 1) * DAY_MS,
+    )
+}
+
+/// Parses `YYYY-MM-DDThh:mm:ss` or `YYYY-MM-DD hh:mm:ss` (optionally `.fff`, no zone) or `YYYY-MM-DD`.
+pub fn parse_iso(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let (date, time) = match t.find(['T', ' ']) {
+        Some(i) => (&t[..i], Some(&t[i + 1..])),
+        None => (t, None),
+    };
+    let mut dp = date.split('-');
+    let y: i64 = dp.next()?.parse().ok()?;
+    let m: u32 = dp.next()?.parse().ok()?;
+    let d: u32 = dp.next()?.parse().ok()?;
+    if dp.next().is_some() {
+        return None;
+    }
+    let (h, mi, s, ms) = match time {
+        None => (0, 0, 0, 0),
+        Some(time) => {
+            let (hms, frac) = match time.split_once('.') {
+                Some((a, b)) => (a, Some(b)),
+                None => (time, None),
+            };
+            let mut tp = hms.split(':');
+            let h: u32 = tp.next()?.parse().ok()?;
+            let mi: u32 = tp.next()?.parse().ok()?;
+            let s: u32 = tp.next().unwrap_or("0").parse().ok()?;
+            let ms = match frac {
+                None => 0,
+                Some(f)
+                    if !f.is_empty() && f.len() <= 3 && f.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    f.parse::<i64>().ok()? * 10i64.pow(3 - f.len() as u32)
+                }
+                Some(_) => return None,
+            };
+            (h, mi, s, ms)
+        }
+    };
+    Some(naive_to_ms(y, m, d, h, mi, s)? + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trips_over_centuries() {
+        for z in (-800_000..800_000).step_by(97) {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+            assert!(check_date(y, m, d).is_ok() || !(1..=9999).contains(&y));
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+
+    #[test]
+    fn invalid_dates_and_times_are_refused() {
+        assert!(naive_to_ms(2007, 2, 29, 0, 0, 0).is_none());
+        assert!(naive_to_ms(2008, 2, 29, 0, 0, 0).is_some());
+        assert!(naive_to_ms(2007, 13, 1, 0, 0, 0).is_none());
+        assert!(naive_to_ms(2007, 4, 31, 0, 0, 0).is_none());
+        assert!(naive_to_ms(2007, 4, 30, 24, 0, 0).is_none());
+        assert!(naive_to_ms(2007, 4, 30, 23, 60, 0).is_none());
+    }
+
+    #[test]
+    fn formats_and_parses_iso() {
+        let ts = naive_to_ms(2006, 12, 16, 17, 24, 0).unwrap();
+        assert_eq!(format_iso(ts), "2006-12-16T17:24:00");
+        assert_eq!(parse_iso("2006-12-16T17:24:00"), Some(ts));
+        assert_eq!(parse_iso("2006-12-16 17:24:00.5"), Some(ts + 500));
+        assert_eq!(format_iso(ts + 5), "2006-12-16T17:24:00.005");
+        assert_eq!(format_date(ts), "2006-12-16");
+        assert_eq!(parse_iso("2006-12-16"), naive_to_ms(2006, 12, 16, 0, 0, 0));
+        assert_eq!(parse_iso("2006-02-30"), None);
+    }
+
+    #[test]
+    fn month_and_year_bounds() {
+        let ts = naive_to_ms(2008, 2, 29, 12, 0, 0).unwrap();
+        assert_eq!(
+            month_bounds(ts),
+            (
+                naive_to_ms(2008, 2, 1, 0, 0, 0).unwrap(),
+                naive_to_ms(2008, 3, 1, 0, 0, 0).unwrap()
+            )
+        );
+        let ts = naive_to_ms(2008, 12, 31, 23, 59, 59).unwrap();
+        assert_eq!(year_bounds(ts).1, naive_to_ms(2009, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(
+            month_bounds(ts).1,
+            naive_to_ms(2009, 1, 1, 0, 0, 0).unwrap()
+        );
+    }
+}
