@@ -18,6 +18,7 @@
 
 pub mod format;
 pub mod generate;
+pub mod hash;
 pub mod model;
 pub mod sink;
 pub mod source;

@@ -32,8 +32,7 @@
 //! Downstream, a sink knows a window is final when *its* input frontier reaches the window's
 //! end: every update of a window carries a time `≤ ts < end`.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeMap, VecDeque};
 
 use differential_dataflow::collection::vec::Collection as VecCollection;
 use differential_dataflow::AsCollection;
@@ -42,6 +41,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{Stream, StreamVec};
+use wattflow::hash::FxMap;
 use wattflow::model::{Aggregate, Granularity, MeterId, Reading, RejectReason, WindowKey};
 use wattflow::time::format_iso;
 
@@ -132,40 +132,6 @@ fn splitmix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A fast hasher for window keys (FxHash's multiply-rotate): keys are not attacker-chosen
-/// across a trust boundary that matters here, and SipHash costs a third of the operator.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(i as u64)
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    #[inline]
-    fn write_i64(&mut self, i: i64) {
-        self.write_u64(i as u64)
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
 /// Instants already counted in one minute window: a bitmap of whole seconds, plus a list for
 /// readings that do not start on a whole second.
 #[derive(Default)]
@@ -197,6 +163,7 @@ impl Seen {
 }
 
 struct Open {
+    key: (MeterId, i64),
     agg: Aggregate,
     /// Set while the window is in the dirty list of the time being processed.
     dirty: bool,
@@ -204,16 +171,24 @@ struct Open {
 }
 
 /// Open windows of one granularity.
+///
+/// Windows live in a deque in creation order (which is end order for in-order data) and a
+/// small index maps a key to its slot, so the 200-byte aggregates never move inside a hash
+/// table. Sealing pops from the front while the front window has ended; a window created out
+/// of order waits behind later ones until they are sealed too, which only delays the release
+/// of its state (no reading can reach a sealed window: sources refuse readings behind their
+/// watermark), never its correctness.
 struct Level {
     granularity: Granularity,
     emit: bool,
-    open: FxMap<(MeterId, i64), Open>,
-    /// Open windows by end, for sealing in order.
-    by_end: BTreeMap<i64, Vec<MeterId>>,
-    /// Windows changed at the time being processed, with their value before it.
-    dirty: Vec<((MeterId, i64), Option<Aggregate>)>,
+    /// Slot number of `windows[0]`.
+    base: u64,
+    windows: VecDeque<Open>,
+    index: FxMap<(MeterId, i64), u64>,
+    /// Slots changed at the time being processed, with their value before it.
+    dirty: Vec<(u64, Option<Aggregate>)>,
     /// Run-length pre-aggregation: consecutive readings of one window are folded locally and
-    /// merged into the map once per run (a day of minute data is one run of 1,440).
+    /// merged into the window once per run (a day of minute data is one run of 1,440).
     run: Option<((MeterId, i64), Aggregate)>,
 }
 
@@ -222,56 +197,55 @@ impl Level {
         Level {
             granularity,
             emit,
-            open: FxMap::default(),
-            by_end: BTreeMap::new(),
+            base: 0,
+            windows: VecDeque::new(),
+            index: FxMap::default(),
             dirty: Vec::new(),
             run: None,
         }
     }
 
-    /// The open window for `key`, created if needed; marks it dirty.
+    /// The slot of `key`'s window, created if needed.
     #[inline]
-    fn touch(&mut self, key: (MeterId, i64)) -> &mut Open {
-        let len = self.granularity.len_ms();
-        let by_end = &mut self.by_end;
-        let dirty = &mut self.dirty;
-        let open = self.open.entry(key).or_insert_with(|| {
-            by_end.entry(key.1 + len).or_default().push(key.0);
-            Open {
+    fn slot(&mut self, key: (MeterId, i64)) -> u64 {
+        let next = self.base + self.windows.len() as u64;
+        let slot = *self.index.entry(key).or_insert(next);
+        if slot == next {
+            self.windows.push_back(Open {
+                key,
                 agg: Aggregate::EMPTY,
                 dirty: false,
                 seen: Seen::default(),
-            }
-        });
+            });
+        }
+        slot
+    }
+
+    #[inline]
+    fn open_mut(&mut self, slot: u64) -> &mut Open {
+        &mut self.windows[(slot - self.base) as usize]
+    }
+
+    #[inline]
+    fn mark_dirty(&mut self, slot: u64) {
+        let i = (slot - self.base) as usize;
+        let open = &mut self.windows[i];
         if !open.dirty {
             open.dirty = true;
-            dirty.push((key, (!open.agg.is_empty()).then_some(open.agg)));
+            let before = (!open.agg.is_empty()).then_some(open.agg);
+            self.dirty.push((slot, before));
         }
-        open
     }
 
     /// Adds `reading` to its window unless that instant was already counted; tells which.
     #[inline]
     fn add_unique(&mut self, key: (MeterId, i64), reading: &Reading) -> bool {
-        let len = self.granularity.len_ms();
-        let by_end = &mut self.by_end;
-        let open = self.open.entry(key).or_insert_with(|| {
-            by_end.entry(key.1 + len).or_default().push(key.0);
-            Open {
-                agg: Aggregate::EMPTY,
-                dirty: false,
-                seen: Seen::default(),
-            }
-        });
-        if !open.seen.insert(reading.ts - key.1) {
+        let slot = self.slot(key);
+        if !self.open_mut(slot).seen.insert(reading.ts - key.1) {
             return false;
         }
-        if !open.dirty {
-            open.dirty = true;
-            self.dirty
-                .push((key, (!open.agg.is_empty()).then_some(open.agg)));
-        }
-        open.agg.add(reading);
+        self.mark_dirty(slot);
+        self.open_mut(slot).agg.add(reading);
         true
     }
 
@@ -288,24 +262,26 @@ impl Level {
 
     fn flush_run(&mut self) {
         if let Some((key, agg)) = self.run.take() {
-            self.touch(key).agg.merge(&agg);
+            let slot = self.slot(key);
+            self.mark_dirty(slot);
+            self.open_mut(slot).agg.merge(&agg);
         }
     }
 
     /// Emits `−old, +new` for every window changed at this time.
     fn emit(&mut self, mut give: impl FnMut((WindowKey, Aggregate), isize)) {
-        for (key, old) in self.dirty.drain(..) {
-            let Some(open) = self.open.get_mut(&key) else {
-                continue;
-            };
+        for (slot, old) in std::mem::take(&mut self.dirty) {
+            let granularity = self.granularity;
+            let emit = self.emit;
+            let open = self.open_mut(slot);
             open.dirty = false;
-            if !self.emit {
+            if !emit {
                 continue;
             }
             let wk = WindowKey {
-                meter: key.0,
-                granularity: self.granularity,
-                start: key.1,
+                meter: open.key.0,
+                granularity,
+                start: open.key.1,
             };
             if let Some(old) = old {
                 give((wk, old), -1);
@@ -314,20 +290,26 @@ impl Level {
         }
     }
 
-    /// Drops every window ending at or before `frontier` (`None`: the input is complete).
+    /// Drops the windows at the front that end at or before `frontier` (`None`: the input is
+    /// complete, drop everything).
     fn seal(&mut self, frontier: Option<Time>) {
-        while let Some(entry) = self.by_end.first_entry() {
+        let len = self.granularity.len_ms();
+        while let Some(front) = self.windows.front() {
             if let Some(f) = frontier {
-                if *entry.key() > f as i64 {
+                if front.key.1 + len > f as i64 {
                     break;
                 }
             }
-            let end = *entry.key();
-            let start = end - self.granularity.len_ms();
-            for meter in entry.remove() {
-                self.open.remove(&(meter, start));
-            }
+            self.index.remove(&front.key);
+            self.windows.pop_front();
+            self.base += 1;
         }
+    }
+
+    /// Windows currently held.
+    #[cfg(test)]
+    fn open_count(&self) -> usize {
+        self.windows.len()
     }
 }
 
@@ -510,10 +492,10 @@ mod tests {
         assert_eq!(hour_a.0 .1.measures[0].sum, 6);
         // Minute windows end at 60 s and 120 s: sealing at 60 s drops only the first ones.
         st.levels[0].seal(Some(60_000));
-        assert_eq!(st.levels[0].open.len(), 1);
+        assert_eq!(st.levels[0].open_count(), 1);
         st.levels[0].seal(None);
-        assert!(st.levels[0].open.is_empty());
-        assert_eq!(st.levels[1].open.len(), 2);
+        assert_eq!(st.levels[0].open_count(), 0);
+        assert_eq!(st.levels[1].open_count(), 2);
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct ReplayArgs {
     /// Allowed lateness of out-of-order rows, e.g. `10m`, `90s`, `1h`.
     #[arg(long, value_parser = parse_duration, default_value = "10m")]
     pub lateness: Duration,
+    /// zstd level of the Parquet views (negative levels are faster and larger).
+    #[arg(long, default_value_t = wattflow::sink::parquet::DEFAULT_ZSTD_LEVEL, allow_hyphen_values = true)]
+    pub zstd_level: i32,
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -182,7 +185,8 @@ fn replay(args: ReplayArgs) -> Result<()> {
     let mut job = Replay::new(&args.out)
         .workers(args.workers)
         .meter(meter)
-        .lateness(args.lateness);
+        .lateness(args.lateness)
+        .zstd_level(args.zstd_level);
     for input in &inputs {
         job = job.input(input);
     }

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use timely::dataflow::operators::core::{Concat, Map};
+use timely::dataflow::operators::core::{Concat, Map, Probe};
+use timely::dataflow::ProbeHandle;
 use wattflow::model::{Granularity, Limits, MeterId};
 use wattflow::sink::parquet::{
     parquet_sink, update_manifest, Manifest, ParquetSinkConfig, SinkReport,
@@ -99,14 +100,20 @@ struct Graph {
 
 impl Graph {
     fn build(self, scope: timely::dataflow::Scope<'_, wattflow::Time>) {
+        let flow = ProbeHandle::new();
         let streams = file_source(
             scope,
             self.source,
             Arc::clone(&self.progress.source),
             Arc::clone(&self.errors),
+            Some(flow.clone()),
         );
         let windows = streams.readings.window_aggregate(&WindowConfig::default());
-        parquet_sink(windows.updates.inner, self.sink, self.report);
+        parquet_sink(
+            windows.updates.inner.probe_with(&flow),
+            self.sink,
+            self.report,
+        );
         let refused = windows.refused.map(|(reading, reason)| Rejection {
             origin: reading.origin,
             reason,
@@ -182,6 +189,12 @@ impl Replay {
     /// Plausibility limits for readings.
     pub fn limits(mut self, limits: Limits) -> Replay {
         self.source.limits = limits;
+        self
+    }
+
+    /// zstd level of the Parquet views (default 1; negative levels trade size for speed).
+    pub fn zstd_level(mut self, level: i32) -> Replay {
+        self.zstd_level = level;
         self
     }
 

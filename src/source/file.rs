@@ -16,18 +16,20 @@
 //! too late. With several workers on one file, lateness is judged per chunk sequence of each
 //! worker; for files in time order (as history files are) this changes nothing.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use differential_dataflow::collection::vec::Collection as VecCollection;
 use differential_dataflow::AsCollection;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::{Scope, StreamVec};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::format::text::{DateCache, HeaderError, Line, TextFormat};
 use crate::model::{Limits, MeterId, Origin, Reading, RejectReason};
@@ -304,20 +306,27 @@ pub fn open_share(
     }
 }
 
-/// A worker's chunks of a memory-mapped plain text file.
+/// A worker's chunks of a plain text file, read with positioned reads (no mmap: the resident
+/// memory of a replay stays the size of a few chunks, whatever the size of the file).
 struct TextShare {
     index: u32,
-    map: memmap2::Mmap,
+    path: PathBuf,
+    file: File,
+    len: u64,
     format: TextFormat,
-    body_start: usize,
-    chunk_bytes: usize,
-    next_chunk: usize,
-    peers: usize,
+    body_start: u64,
+    chunk_bytes: u64,
+    next_chunk: u64,
+    peers: u64,
     /// Newlines counted so far: position and the line number of the line starting there.
-    counted_to: usize,
+    counted_to: u64,
     line_at_counted: u64,
     dates: DateCache,
+    buf: Vec<u8>,
 }
+
+/// Extra bytes read past a chunk's nominal end to finish its last line.
+const TAIL_BYTES: u64 = 16 * 1024;
 
 impl TextShare {
     fn open(
@@ -332,12 +341,13 @@ impl TextShare {
             source,
         };
         let file = File::open(path).map_err(io)?;
-        // SAFETY: the file is only read; a concurrent truncation by another process would be
-        // a misuse of the input that we cannot guard against (as with any mmap reader).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let header_end = memchr::memchr(b'\n', &map).map_or(map.len(), |i| i + 1);
+        let len = file.metadata().map_err(io)?.len();
+        let mut header = Vec::new();
+        BufReader::new(&file)
+            .read_until(b'\n', &mut header)
+            .map_err(io)?;
         let format = TextFormat::from_header(
-            &map[..header_end],
+            &header,
             config.default_meter,
             config.interval_s,
             config.limits,
@@ -346,58 +356,92 @@ impl TextShare {
             path: path.to_owned(),
             source,
         })?;
+        let body_start = header.len() as u64;
         Ok(TextShare {
             index,
-            map,
+            path: path.to_owned(),
+            file,
+            len,
             format,
-            body_start: header_end,
-            chunk_bytes: config.chunk_bytes.max(1),
-            next_chunk: worker,
-            peers,
-            counted_to: header_end,
+            body_start,
+            chunk_bytes: config.chunk_bytes.max(1) as u64,
+            next_chunk: worker as u64,
+            peers: peers as u64,
+            counted_to: body_start,
             line_at_counted: 2,
             dates: DateCache::default(),
+            buf: Vec::new(),
         })
     }
 
-    /// First line start at or after `pos` (a line belongs to the chunk its first byte is in).
-    fn line_start_at_or_after(&self, pos: usize) -> usize {
+    fn io(&self, source: std::io::Error) -> SourceError {
+        SourceError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Reads `[from, to)` into `buf` (shorter at the end of the file).
+    fn read_at(&mut self, from: u64, to: u64, buf: &mut Vec<u8>) -> Result<(), SourceError> {
+        use std::os::unix::fs::FileExt;
+        let to = to.min(self.len);
+        buf.resize(to.saturating_sub(from) as usize, 0);
+        self.file.read_exact_at(buf, from).map_err(|e| self.io(e))
+    }
+
+    /// First line start at or after `pos`, reading forward as far as needed.
+    fn line_start_at_or_after(&mut self, pos: u64) -> Result<u64, SourceError> {
         if pos <= self.body_start {
-            return self.body_start;
+            return Ok(self.body_start);
         }
-        if pos >= self.map.len() {
-            return self.map.len();
+        let mut from = pos - 1;
+        let mut probe = Vec::new();
+        while from < self.len {
+            self.read_at(from, from + TAIL_BYTES, &mut probe)?;
+            if let Some(i) = memchr::memchr(b'\n', &probe) {
+                return Ok(from + i as u64 + 1);
+            }
+            from += probe.len() as u64;
         }
-        match memchr::memchr(b'\n', &self.map[pos - 1..]) {
-            Some(i) => pos + i,
-            None => self.map.len(),
+        Ok(self.len)
+    }
+
+    /// Counts newlines in `[self.counted_to, to)`.
+    fn count_lines_to(&mut self, to: u64) -> Result<(), SourceError> {
+        let mut block = Vec::new();
+        while self.counted_to < to {
+            let end = to.min(self.counted_to + (4 << 20));
+            self.read_at(self.counted_to, end, &mut block)?;
+            self.line_at_counted += memchr::memchr_iter(b'\n', &block).count() as u64;
+            self.counted_to = end;
         }
+        Ok(())
     }
 }
 
 impl ChunkReader for TextShare {
     fn next_chunk(&mut self) -> Result<Option<Chunk>, SourceError> {
         let nominal = self.body_start + self.next_chunk * self.chunk_bytes;
-        if nominal >= self.map.len() {
+        if nominal >= self.len {
             return Ok(None);
         }
-        let start = self.line_start_at_or_after(nominal);
-        let end = self.line_start_at_or_after(nominal + self.chunk_bytes);
+        let start = self.line_start_at_or_after(nominal)?;
+        let end = self.line_start_at_or_after(nominal + self.chunk_bytes)?;
         self.next_chunk += self.peers;
         // Count the lines of the chunks between the last one and this one.
-        self.line_at_counted +=
-            memchr::memchr_iter(b'\n', &self.map[self.counted_to..start]).count() as u64;
+        self.count_lines_to(start)?;
+        let mut buf = std::mem::take(&mut self.buf);
+        self.read_at(start, end, &mut buf)?;
         let mut line_no = self.line_at_counted;
         let mut chunk = Chunk {
-            bytes: (end - start) as u64,
+            bytes: end - start,
             ..Chunk::default()
         };
-        chunk.readings.reserve((end - start) / 64);
-        let body = &self.map[start..end];
+        chunk.readings.reserve(buf.len() / 64);
         let mut pos = 0;
-        while pos < body.len() {
-            let line_end = memchr::memchr(b'\n', &body[pos..]).map_or(body.len(), |i| pos + i + 1);
-            let line = &body[pos..line_end];
+        while pos < buf.len() {
+            let line_end = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |i| pos + i + 1);
+            let line = &buf[pos..line_end];
             let origin = Origin {
                 source: self.index,
                 position: line_no,
@@ -407,6 +451,7 @@ impl ChunkReader for TextShare {
             line_no += 1;
             pos = line_end;
         }
+        self.buf = buf;
         self.counted_to = end;
         self.line_at_counted = line_no;
         Ok(Some(chunk))
@@ -526,13 +571,21 @@ pub struct FileStreams<'scope> {
     pub rejected: StreamVec<'scope, Time, Rejection>,
 }
 
+/// Chunks a worker may have in flight beyond the progress of `flow` (see [`file_source`]).
+pub const DEFAULT_CHUNKS_IN_FLIGHT: usize = 2;
+
 /// Replays `config.inputs` into the graph; see the module docs. Fatal errors (a file vanishing
 /// mid-run) are pushed to `errors` and end that input.
+///
+/// `flow` is a probe placed downstream (after the aggregation): a worker reads a new chunk only
+/// while fewer than [`DEFAULT_CHUNKS_IN_FLIGHT`] of its earlier chunks are still ahead of the
+/// probe, so a fast worker cannot run ahead of a slow one and pile readings up in memory.
 pub fn file_source<'scope>(
     scope: Scope<'scope, Time>,
     config: Arc<FileSourceConfig>,
     stats: Arc<SourceStats>,
     errors: Arc<Mutex<Vec<String>>>,
+    flow: Option<ProbeHandle<Time>>,
 ) -> FileStreams<'scope> {
     let worker = scope.index();
     let peers = scope.peers();
@@ -552,10 +605,19 @@ pub fn file_source<'scope>(
         let mut caps = Some(capabilities);
         let mut inputs: Vec<InputState> = Vec::new();
         let mut opened = false;
+        let mut in_flight: VecDeque<Time> = VecDeque::new();
         move |_frontiers| {
             let Some(current) = caps.as_mut() else {
                 return;
             };
+            if let Some(probe) = &flow {
+                let now = *current[0].time();
+                in_flight.retain(|t| *t < now && probe.less_equal(t));
+                if in_flight.len() >= DEFAULT_CHUNKS_IN_FLIGHT {
+                    activator.activate_after(Duration::from_micros(200));
+                    return;
+                }
+            }
             if !opened {
                 opened = true;
                 for index in 0..config.inputs.len() as u32 {
@@ -580,6 +642,7 @@ pub fn file_source<'scope>(
                 match inputs[i].reader.next_chunk() {
                     Ok(Some(mut chunk)) => {
                         let time = *current[0].time();
+                        in_flight.push_back(time);
                         let state = &mut inputs[i];
                         let mut readings_handle = readings_out.activate();
                         let mut session = readings_handle.session(&current[0]);

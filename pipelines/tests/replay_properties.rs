@@ -1,0 +1,667 @@
+//! Properties of `Replay` as a whole: idempotent re-runs, worker-count independence, dead
+//! letters for every kind of bad row, the same views from every input format, clean errors
+//! for missing inputs, and the `wattflow` binary end to end.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::{ArrayRef, Float64Array, RecordBatch, StringArray};
+use common::{
+    assert_view_matches, by_window, data_file, parse_csv, parse_uci_line, read_view, snapshot,
+    Oracle, UciLine, ViewRow,
+};
+use parquet::arrow::ArrowWriter;
+use parquet::file::properties::WriterProperties;
+use wattflow::generate::{Generator, GeneratorConfig};
+use wattflow_pipelines::{Replay, ReplayError};
+
+const UCI_HEADER: &str = "Date;Time;Global_active_power;Global_reactive_power;Voltage;Global_intensity;Sub_metering_1;Sub_metering_2;Sub_metering_3";
+
+/// Writes a synthetic history with `households` meters over `days` days; returns its path.
+fn generated(dir: &Path, households: u32, days: u32) -> PathBuf {
+    let path = dir.join(format!("generated_{households}x{days}.txt"));
+    let generator = Generator::new(GeneratorConfig {
+        households,
+        days,
+        ..GeneratorConfig::default()
+    });
+    let file = std::fs::File::create(&path).unwrap();
+    let summary = generator
+        .write_uci(std::io::BufWriter::new(file))
+        .expect("generator writes");
+    assert_eq!(summary.rows, households as u64 * days as u64 * 1440);
+    path
+}
+
+/// The 30-day UCI slice when it is there, otherwise a generated single-household history in
+/// the same format (the properties below hold for any valid input).
+fn uci_input(dir: &Path) -> PathBuf {
+    match data_file("uci_first_30_days.txt") {
+        Some(p) => p,
+        None => {
+            eprintln!("using a generated history instead of the UCI slice");
+            generated(dir, 1, 30)
+        }
+    }
+}
+
+fn views(out: &Path) -> [BTreeMap<(String, i64), ViewRow>; 3] {
+    ["minute", "hour", "day"].map(|g| by_window(read_view(out, g)))
+}
+
+fn assert_same_files(a: &Path, b: &Path, what: &str) {
+    let (sa, sb) = (snapshot(a), snapshot(b));
+    let (na, nb): (BTreeSet<_>, BTreeSet<_>) = (sa.keys().collect(), sb.keys().collect());
+    assert_eq!(na, nb, "{what}: different sets of files");
+    assert!(
+        sa.keys().filter(|k| k.ends_with(".parquet")).count() >= 3,
+        "{what}: views were written"
+    );
+    for (name, bytes) in &sa {
+        assert!(sb[name] == *bytes, "{what}: {name} differs");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotence and worker independence
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn rerunning_into_the_same_output_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generated(dir.path(), 3, 5);
+    let out = dir.path().join("views");
+    let first = Replay::new(&out).input(&input).run().expect("first run");
+    let before = snapshot(&out);
+    assert!(before.contains_key("hour/_manifest.json"));
+    assert!(before.keys().any(|k| k.ends_with(".parquet")));
+    let second = Replay::new(&out).input(&input).run().expect("second run");
+    let after = snapshot(&out);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "the same set of files (no duplicates, no leftovers)"
+    );
+    for (name, bytes) in &before {
+        assert!(after[name] == *bytes, "{name} changed on the second run");
+    }
+    assert_eq!(first.readings, second.readings);
+    for ((g1, m1), (g2, m2)) in first.views.iter().zip(&second.views) {
+        assert_eq!(g1, g2);
+        assert_eq!(m1, m2, "{g1} manifest");
+    }
+}
+
+#[test]
+fn two_workers_write_the_same_bytes_as_one_on_the_uci_slice() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = uci_input(dir.path());
+    let (one, two) = (dir.path().join("w1"), dir.path().join("w2"));
+    let s1 = Replay::new(&one).input(&input).run().expect("1 worker");
+    // Small chunks, so both workers really share the file.
+    let s2 = Replay::new(&two)
+        .input(&input)
+        .workers(2)
+        .chunk_bytes(64 * 1024)
+        .run()
+        .expect("2 workers");
+    assert_same_files(&one, &two, "1 vs 2 workers");
+    assert_eq!(
+        (s1.rows, s1.readings, s1.missing, s1.rejected),
+        (s2.rows, s2.readings, s2.missing, s2.rejected)
+    );
+}
+
+#[test]
+fn two_workers_write_the_same_bytes_as_one_for_three_households() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = generated(dir.path(), 3, 7);
+    let (one, two) = (dir.path().join("w1"), dir.path().join("w2"));
+    let s1 = Replay::new(&one).input(&input).run().expect("1 worker");
+    let s2 = Replay::new(&two)
+        .input(&input)
+        .workers(2)
+        .chunk_bytes(128 * 1024)
+        .run()
+        .expect("2 workers");
+    assert_same_files(&one, &two, "1 vs 2 workers, 3 households");
+    assert_eq!(s1.readings, s2.readings);
+    let day = read_view(&one, "day");
+    let meters: BTreeSet<&str> = day.iter().map(|r| r.meter.as_str()).collect();
+    assert_eq!(
+        meters,
+        BTreeSet::from(["household-1", "household-2", "household-3"])
+    );
+    // Every valid row is in the views: Σ samples per meter = its rows that are not '?'.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut expect: BTreeMap<&str, i64> = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let (meter, rest) = line.split_once(';').unwrap();
+        if matches!(parse_uci_line(rest), UciLine::Reading { .. }) {
+            *expect.entry(meter).or_default() += 1;
+        }
+    }
+    let mut got: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in &day {
+        *got.entry(r.meter.as_str()).or_default() += r.samples;
+    }
+    assert_eq!(got, expect);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Valid,
+    Missing,
+    Blank,
+    /// Rejected with a reason containing all these (lower-case) words.
+    Rejected(&'static [&'static str]),
+}
+
+fn row(date: &str, time: &str, values: &str) -> String {
+    format!("{date};{time};{values}")
+}
+
+#[test]
+fn every_bad_row_is_dead_lettered_with_its_line_and_reason() {
+    use Expect::*;
+    const OK: &str = "1.000;0.100;240.000;4.200;0.000;1.000;0.000";
+    let d = "16/12/2006";
+    let mut lines: Vec<(String, Expect)> = vec![
+        (
+            row(
+                d,
+                "17:24:00",
+                "4.216;0.418;234.840;18.400;0.000;1.000;17.000",
+            ),
+            Valid,
+        ),
+        (
+            row(
+                d,
+                "17:25:00",
+                "5.360;0.436;233.630;23.000;0.000;1.000;16.000",
+            ),
+            Valid,
+        ),
+        (
+            row(d, "17:26:00", "5.374;0.498;233.290;23.000"),
+            Rejected(&["expected 9 fields", "found 6"]),
+        ),
+        (
+            row(
+                d,
+                "17:26:00",
+                "5.x74;0.498;233.290;23.000;0.000;2.000;17.000",
+            ),
+            Rejected(&["global_active_power", "5.x74", "not a number"]),
+        ),
+        (
+            row("30/2/2006", "17:26:00", OK),
+            Rejected(&["date", "30/2/2006"]),
+        ),
+        (
+            row(
+                d,
+                "17:26:00",
+                "5.374;-0.498;233.290;23.000;0.000;2.000;17.000",
+            ),
+            Rejected(&["global_reactive_power", "negative"]),
+        ),
+        (
+            row(
+                d,
+                "17:26:00",
+                "5.374;0.498;2330.290;23.000;0.000;2.000;17.000",
+            ),
+            Rejected(&["voltage", "2330.290", "limit"]),
+        ),
+        (
+            row(d, "17:26:00", "5.374;?;233.290;23.000;0.000;2.000;17.000"),
+            Rejected(&["missing"]),
+        ),
+        (
+            row(
+                d,
+                "17:26:00",
+                "5.388;0.502;233.740;23.000;0.000;1.000;17.000",
+            ),
+            Valid,
+        ),
+        // Same timestamp again, other values: the later row is the duplicate.
+        (
+            row(
+                d,
+                "17:26:00",
+                "9.999;0.502;233.740;43.000;0.000;1.000;17.000",
+            ),
+            Rejected(&["duplicate", "household-1", "2006-12-16t17:26:00"]),
+        ),
+        (row(d, "17:27:00", "?;?;?;?;?;?;"), Missing),
+        (String::new(), Blank),
+    ];
+    // 17:28 to 17:50, leaving 17:33 and 17:41 out for the late rows below.
+    for minute in 28..=50 {
+        if minute == 33 || minute == 41 {
+            continue;
+        }
+        let p = 1000 + minute * 37;
+        let values = format!(
+            "{}.{:03};0.1{:02};23{}.{:03};{}.000;0.000;{}.000;{}.000",
+            p / 1000,
+            p % 1000,
+            minute,
+            minute % 10,
+            minute * 7,
+            p / 240 + 1,
+            minute % 3,
+            minute % 2 * 17
+        );
+        lines.push((row(d, &format!("17:{minute}:00"), &values), Valid));
+    }
+    // The watermark is now 17:50 - 10 min = 17:40: 17:33 is too late, 17:41 still counts.
+    lines.push((
+        row(d, "17:33:00", "2.000;0.200;236.000;8.600;0.000;0.000;1.000"),
+        Rejected(&["too late", "2006-12-16t17:33:00", "2006-12-16t17:40:00"]),
+    ));
+    lines.push((
+        row(
+            d,
+            "17:41:00",
+            "3.000;0.300;237.000;12.800;1.000;0.000;0.000",
+        ),
+        Valid,
+    ));
+    lines.push((row(d, "17:51:00", OK), Valid));
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad input.txt");
+    let mut text = format!("{UCI_HEADER}\r\n");
+    for (l, _) in &lines {
+        text.push_str(l);
+        text.push_str("\r\n");
+    }
+    std::fs::write(&input, &text).unwrap();
+
+    let out = dir.path().join("views");
+    let summary = Replay::new(&out)
+        .input(&input)
+        .lateness(Duration::from_secs(600))
+        .run()
+        .expect("bad rows never fail a run");
+
+    // Expected dead letters by line number (the header is line 1).
+    let expected: BTreeMap<u64, (&str, &[&str])> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (l, e))| match e {
+            Rejected(words) => Some((i as u64 + 2, (l.as_str(), *words))),
+            _ => None,
+        })
+        .collect();
+    let csv = std::fs::read_to_string(out.join("rejected.csv")).unwrap();
+    let records = parse_csv(&csv);
+    assert_eq!(records[0], ["file", "line", "reason", "record"]);
+    let mut got: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
+    for r in &records[1..] {
+        assert_eq!(r.len(), 4, "rejected.csv record {r:?}");
+        let line: u64 = r[1].parse().unwrap_or_else(|_| panic!("line number {r:?}"));
+        assert!(
+            got.insert(line, (r[0].clone(), r[2].clone(), r[3].clone()))
+                .is_none(),
+            "line {line} dead-lettered twice"
+        );
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "dead-lettered lines; rejected.csv:\n{csv}"
+    );
+    for (line, (raw, words)) in &expected {
+        let (file, reason, record) = &got[line];
+        assert_eq!(file, &input.display().to_string(), "line {line}: file name");
+        let lower = reason.to_lowercase();
+        for w in *words {
+            assert!(
+                lower.contains(w),
+                "line {line}: reason {reason:?} does not mention {w:?}"
+            );
+        }
+        if !lower.contains("duplicate") && !lower.contains("too late") {
+            assert_eq!(record, raw, "line {line}: the record as it was");
+        } else {
+            // Rendered from the reading: its first measure is in it.
+            let p = raw.split(';').nth(2).unwrap();
+            assert!(
+                record.contains(p),
+                "line {line}: record {record:?} lacks {p}"
+            );
+        }
+    }
+    assert_eq!(summary.rejected, expected.len() as u64);
+    assert_eq!(summary.missing, 1, "a '?' row is missing, not rejected");
+    let valid: Vec<&str> = lines
+        .iter()
+        .filter(|(_, e)| *e == Valid)
+        .map(|(l, _)| l.as_str())
+        .collect();
+    assert_eq!(summary.readings, valid.len() as u64);
+    assert_eq!(
+        summary.rows,
+        lines.iter().filter(|(_, e)| *e != Blank).count() as u64,
+        "data rows, blank lines excluded"
+    );
+
+    // Every valid row is counted, and only those.
+    let mut oracle = Oracle::default();
+    for l in &valid {
+        oracle.add_line(l);
+    }
+    let [minute, hour, day] = views(&out);
+    assert_eq!(minute.len(), valid.len());
+    assert_view_matches("hour", &hour, "household-1", &oracle.hours, 60);
+    assert_view_matches("day", &day, "household-1", &oracle.days, 60);
+    // The minute of the duplicate holds the first row's values.
+    let UciLine::Reading { ts, values } = parse_uci_line(&lines[8].0) else {
+        panic!()
+    };
+    let m = &minute[&("household-1".to_owned(), ts)];
+    assert_eq!(m.samples, 1);
+    assert_eq!(m.dec[0][0], values[0] as i128);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input formats
+// ---------------------------------------------------------------------------------------------
+
+/// `d/m/yyyy` and `hh:mm:ss` as `yyyy-mm-dd hh:mm:ss`.
+fn iso_datetime(date: &str, time: &str) -> String {
+    let p: Vec<&str> = date.split('/').collect();
+    format!("{}-{:0>2}-{:0>2} {time}", p[2], p[1], p[0])
+}
+
+/// A value as pandas prints a float: trailing zeros dropped, at least one decimal.
+fn pandas_float(v: &str) -> String {
+    let t = v.trim_end_matches('0');
+    if t.ends_with('.') {
+        format!("{t}0")
+    } else {
+        t.to_owned()
+    }
+}
+
+fn body_lines(text: &str) -> impl Iterator<Item = Vec<&str>> {
+    text.lines()
+        .skip(1)
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split(';').collect())
+}
+
+fn write_gzip(src: &Path, dst: &Path) {
+    let bytes = std::fs::read(src).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(dst).unwrap(),
+        flate2::Compression::fast(),
+    );
+    std::io::Write::write_all(&mut enc, &bytes).unwrap();
+    enc.finish().unwrap();
+}
+
+fn write_parquet(text: &str, dst: &Path) {
+    let rows: Vec<Vec<&str>> = body_lines(text).collect();
+    let mut columns: Vec<(String, ArrayRef)> = vec![
+        (
+            "Date".into(),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[0]))),
+        ),
+        (
+            "Time".into(),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r[1]))),
+        ),
+    ];
+    let names: Vec<&str> = UCI_HEADER.split(';').collect();
+    for (c, name) in names.iter().enumerate().skip(2) {
+        let values: Float64Array = rows
+            .iter()
+            .map(|r| match r[c] {
+                "?" | "" => None,
+                v => Some(v.parse::<f64>().unwrap()),
+            })
+            .collect();
+        columns.push((name.to_string(), Arc::new(values)));
+    }
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(10_000))
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(dst).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn every_input_format_gives_the_same_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = uci_input(dir.path());
+    let text = std::fs::read_to_string(&input).unwrap();
+    let oracle = Oracle::of_text(&text);
+    assert!(oracle.missing > 0, "the input has '?' rows");
+
+    let base_out = dir.path().join("base");
+    let base = Replay::new(&base_out)
+        .input(&input)
+        .run()
+        .expect("base run");
+    let base_views = views(&base_out);
+    assert_eq!(base_views[0].len() as u64, oracle.readings);
+    assert_view_matches("hour", &base_views[1], "household-1", &oracle.hours, 60);
+    assert_view_matches("day", &base_views[2], "household-1", &oracle.days, 60);
+
+    // gzip'd copy.
+    let gz = dir.path().join("copy.txt.gz");
+    write_gzip(&input, &gz);
+    // Comma CSV, Kaggle header with Date and Time columns.
+    let csv_a = dir.path().join("kaggle_date_time.csv");
+    let mut a = UCI_HEADER.replace(';', ",") + "\n";
+    // Comma CSV with an index column, a combined Datetime and pandas-style floats; missing
+    // minutes as empty fields.
+    let csv_b = dir.path().join("kaggle_datetime.csv");
+    let mut b = String::from(
+        "index,Datetime,Global_active_power,Global_reactive_power,Voltage,Global_intensity,Sub_metering_1,Sub_metering_2,Sub_metering_3\n",
+    );
+    for (i, f) in body_lines(&text).enumerate() {
+        a.push_str(&f.join(","));
+        a.push('\n');
+        let values: Vec<String> = f[2..]
+            .iter()
+            .map(|v| match *v {
+                "?" | "" => String::new(),
+                v => pandas_float(v),
+            })
+            .collect();
+        b.push_str(&format!(
+            "{i},{},{}\n",
+            iso_datetime(f[0], f[1]),
+            values.join(",")
+        ));
+    }
+    std::fs::write(&csv_a, a).unwrap();
+    std::fs::write(&csv_b, b).unwrap();
+    // Parquet: string Date/Time, Float64 measures, nulls for missing minutes, several row groups.
+    let pq = dir.path().join("history.parquet");
+    write_parquet(&text, &pq);
+
+    for (name, path, workers) in [
+        ("gzip", &gz, 1),
+        ("gzip, 2 workers", &gz, 2),
+        ("comma CSV", &csv_a, 1),
+        ("comma CSV with Datetime", &csv_b, 1),
+        ("Parquet", &pq, 1),
+        ("Parquet, 2 workers", &pq, 2),
+    ] {
+        let out = dir
+            .path()
+            .join(format!("out-{}", name.replace([' ', ','], "_")));
+        let s = Replay::new(&out)
+            .input(path)
+            .workers(workers)
+            .run()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (s.rows, s.readings, s.missing, s.rejected),
+            (base.rows, base.readings, base.missing, 0),
+            "{name}: counts"
+        );
+        let got = views(&out);
+        for (g, (x, y)) in ["minute", "hour", "day"]
+            .iter()
+            .zip(got.iter().zip(base_views.iter()))
+        {
+            assert_eq!(x.len(), y.len(), "{name}: {g} rows");
+            for (k, row) in y {
+                assert_eq!(x.get(k), Some(row), "{name}: {g} window {k:?}");
+            }
+        }
+        let rejected = std::fs::read_to_string(out.join("rejected.csv")).unwrap();
+        assert_eq!(rejected, "file,line,reason,record\n", "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_missing_input_is_a_source_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no such file.txt");
+    let err = Replay::new(dir.path().join("out"))
+        .input(&missing)
+        .run()
+        .expect_err("a missing input fails the run");
+    match &err {
+        ReplayError::Source(e) => {
+            assert!(
+                e.to_string().contains(&missing.display().to_string()),
+                "{e} does not name {}",
+                missing.display()
+            );
+        }
+        other => panic!("expected ReplayError::Source, got {other:?}"),
+    }
+    assert!(err.to_string().contains("no such file.txt"));
+
+    // An input that exists but is empty, or has no usable header, is refused the same way.
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let headless = dir.path().join("headless.csv");
+    std::fs::write(&headless, "a;b;c\r\n1;2;3\r\n").unwrap();
+    for path in [&empty, &headless] {
+        match Replay::new(dir.path().join("out")).input(path).run() {
+            Err(ReplayError::Source(e)) => assert!(
+                e.to_string().contains(&path.display().to_string()),
+                "{e} does not name {}",
+                path.display()
+            ),
+            other => panic!(
+                "{}: expected ReplayError::Source, got {other:?}",
+                path.display()
+            ),
+        }
+    }
+    assert!(matches!(
+        Replay::new(dir.path().join("out")).run(),
+        Err(ReplayError::NoInput)
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary
+// ---------------------------------------------------------------------------------------------
+
+fn wattflow(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_wattflow"))
+        .args(args)
+        .output()
+        .expect("the wattflow binary runs");
+    assert!(
+        out.status.success(),
+        "wattflow {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn the_cli_replays_the_embedded_demo_and_generated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    wattflow(&[
+        "replay".as_ref(),
+        "--out".as_ref(),
+        demo.as_os_str(),
+        "-q".as_ref(),
+    ]);
+    assert!(demo.join("hour").is_dir(), "the demo wrote <out>/hour/");
+    assert!(!read_view(&demo, "hour").is_empty());
+    assert!(demo.join("rejected.csv").is_file());
+
+    let file = dir.path().join("gen/two.txt");
+    wattflow(&[
+        "generate".as_ref(),
+        "--households".as_ref(),
+        "2".as_ref(),
+        "--days".as_ref(),
+        "2".as_ref(),
+        "--out".as_ref(),
+        file.as_os_str(),
+    ]);
+    let text = std::fs::read_to_string(&file).expect("generate wrote the file");
+    assert!(text.starts_with("Meter;Date;Time;"));
+    let out = dir.path().join("two");
+    let run = wattflow(&[
+        "replay".as_ref(),
+        "--input".as_ref(),
+        file.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--workers".as_ref(),
+        "2".as_ref(),
+        "-q".as_ref(),
+    ]);
+    assert!(!run.stdout.is_empty(), "a summary is printed");
+    let mut expect: BTreeMap<String, i64> = BTreeMap::new();
+    let mut hours: BTreeSet<(String, i64)> = BTreeSet::new();
+    for line in text.lines().skip(1) {
+        let (meter, rest) = line.split_once(';').unwrap();
+        if let UciLine::Reading { ts, .. } = parse_uci_line(rest) {
+            *expect.entry(meter.to_owned()).or_default() += 1;
+            hours.insert((meter.to_owned(), ts.div_euclid(3_600_000)));
+        }
+    }
+    assert_eq!(expect.len(), 2);
+    let mut got: BTreeMap<String, i64> = BTreeMap::new();
+    for r in read_view(&out, "day") {
+        *got.entry(r.meter).or_default() += r.samples;
+    }
+    assert_eq!(got, expect, "samples per meter in the day view");
+    // One hour row per (meter, clock hour) holding a reading (outages may empty whole hours).
+    assert!(hours.len() > 2 * 40 && hours.len() <= 2 * 48);
+    assert_eq!(read_view(&out, "hour").len(), hours.len());
+}
