@@ -1,1 +1,53 @@
-fn main() {}
+//! `wattflow-bench`: runs wattflow and its peers on the workloads of
+//! `../shared/docs/BENCHMARKS.md`, side by side in one run of the harness, and writes a markdown
+//! table (medians of several runs) and the raw per-run numbers as JSON.
+//!
+//! ```text
+//! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- w1 \
+//!     [--runs 5] [--data ../shared/data/household_power_consumption.txt.gz] \
+//!     [--workers 1,2] [--peers duckdb,polars] [--out bench-out/]
+//! ```
+//!
+//! Modules: [`w1`] (the history-replay workload), [`measure`] (one child process: wall time and
+//! peak RSS through `wait4`), [`check`] (reading back the Parquet views), [`peers`] (DuckDB and
+//! Polars in a Python venv), [`report`] (medians and the table), [`machine`] (what it ran on).
+
+mod check;
+mod machine;
+mod measure;
+mod peers;
+mod report;
+mod w1;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks wattflow against its peers, side by side.
+#[derive(Debug, Parser)]
+#[command(name = "wattflow-bench", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+/// The workloads.
+#[derive(Debug, Subcommand)]
+enum Workload {
+    /// W1, history replay: the whole UCI file into minute/hour/day Parquet views,
+    /// wattflow against DuckDB and Polars.
+    W1(w1::W1Args),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().workload {
+        Workload::W1(args) => w1::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
