@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::time;
 
+/// Fixed-point scale of per-reading power factors: rounded to 1e-9 so that window averages
+/// are exact sums of integers (the same bits on any number of workers), yet within 5e-10 of
+/// the float computation.
+pub const PF_SCALE: f64 = 1e9;
+
 /// Number of measures a reading carries.
 pub const MEASURES: usize = 7;
 
@@ -332,17 +337,17 @@ impl Reading {
         Ok(())
     }
 
-    /// Power factor of the reading in millionths, `P / sqrt(P² + Q²)`, or `None` when both are zero.
+    /// Power factor of the reading in billionths, `P / sqrt(P² + Q²)`, or `None` when both are zero.
     ///
     /// Computed once per reading and rounded to an integer so that window averages stay exact.
-    pub fn power_factor_millionths(&self) -> Option<i64> {
+    pub fn power_factor_billionths(&self) -> Option<i64> {
         let p = self.values[Measure::GlobalActivePower.index()] as f64;
         let q = self.values[Measure::GlobalReactivePower.index()] as f64;
         let s = (p * p + q * q).sqrt();
         if s == 0.0 {
             None
         } else {
-            Some((p / s * 1_000_000.0).round() as i64)
+            Some((p / s * PF_SCALE).round() as i64)
         }
     }
 }
@@ -460,7 +465,7 @@ pub struct Aggregate {
     pub covered_s: u64,
     /// Per-measure statistics, indexed by [`Measure::index`].
     pub measures: [MeasureStats; MEASURES],
-    /// Σ power factor (millionths) · interval_s over readings with a defined power factor.
+    /// Σ power factor (billionths) · interval_s over readings with a defined power factor.
     pub pf_wsum: i64,
     /// Σ interval_s over readings with a defined power factor.
     pub pf_weight: u64,
@@ -502,7 +507,7 @@ impl Aggregate {
             s.max = s.max.max(v);
             s.wsum += v as i64 * w;
         }
-        if let Some(pf) = r.power_factor_millionths() {
+        if let Some(pf) = r.power_factor_billionths() {
             self.pf_wsum += pf * w;
             self.pf_weight += r.interval_s as u64;
         }
@@ -559,7 +564,7 @@ impl Aggregate {
         let power_factor_avg = if self.pf_weight == 0 {
             None
         } else {
-            Some(self.pf_wsum as f64 / self.pf_weight as f64 / 1_000_000.0)
+            Some(self.pf_wsum as f64 / self.pf_weight as f64 / PF_SCALE)
         };
         Finished {
             samples: self.samples,

@@ -8,6 +8,6 @@
 pub mod window;
 
 pub use window::{
-    meter_day_hash, window_aggregate_core, Readings, Refusals, Time, WindowAggregate, WindowConfig,
-    WindowUpdates, Windows,
+    meter_day_hash, window_aggregate_core, Readings, Refusals, Time, UpdateStream, WindowAggregate,
+    WindowConfig, WindowUpdates, Windows,
 };

@@ -54,6 +54,12 @@ pub type Readings<'scope> = VecCollection<'scope, Time, Reading>;
 /// Window aggregates as a differential collection: `(window, aggregate)` with `−old, +new` updates.
 pub type WindowUpdates<'scope> = VecCollection<'scope, Time, (WindowKey, Aggregate)>;
 
+/// The raw update stream behind [`WindowUpdates`].
+pub type UpdateStream<'scope> = StreamVec<'scope, Time, ((WindowKey, Aggregate), Time, isize)>;
+
+/// Readings stashed for one time, with capabilities for both outputs at that time.
+type Stashed = (Capability<Time>, Capability<Time>, Vec<(Reading, isize)>);
+
 /// Readings the operator refused, with the reason.
 pub type Refusals<'scope> = StreamVec<'scope, Time, (Reading, RejectReason)>;
 
@@ -378,10 +384,7 @@ fn duplicate(r: &Reading) -> RejectReason {
 pub fn window_aggregate_core<'scope>(
     readings: Stream<'scope, Time, Vec<(Reading, Time, isize)>>,
     config: WindowConfig,
-) -> (
-    StreamVec<'scope, Time, ((WindowKey, Aggregate), Time, isize)>,
-    Refusals<'scope>,
-) {
+) -> (UpdateStream<'scope>, Refusals<'scope>) {
     let mut builder = OperatorBuilder::new("WindowAggregate".to_owned(), readings.scope());
     let mut input = builder.new_input(
         readings,
@@ -397,8 +400,7 @@ pub fn window_aggregate_core<'scope>(
     builder.build(move |_initial_capabilities| {
         let mut state = WindowState::new(&config);
         // Readings by time, with capabilities for both outputs at that time.
-        let mut stash: BTreeMap<Time, (Capability<Time>, Capability<Time>, Vec<(Reading, isize)>)> =
-            BTreeMap::new();
+        let mut stash: BTreeMap<Time, Stashed> = BTreeMap::new();
         let mut refused_buf = Vec::new();
         move |frontiers| {
             input.for_each_stamp(|cap, data| {
