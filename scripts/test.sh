@@ -15,13 +15,15 @@ cd "$ROOT"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# --- what the build needs ---------------------------------------------------------------------
+# --- what the build and the servers need ------------------------------------------------------
 need_pkgs=()
 command -v cc >/dev/null 2>&1 || need_pkgs+=(build-essential)
 command -v make >/dev/null 2>&1 || need_pkgs+=(make)
 command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
 command -v cmake >/dev/null 2>&1 || need_pkgs+=(cmake)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+command -v java >/dev/null 2>&1 || need_pkgs+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_pkgs+=(maven)
 [ -e /usr/include/openssl/ssl.h ] || need_pkgs+=(libssl-dev)
 if [ ${#need_pkgs[@]} -gt 0 ] && [ -z "${SKIP_INSTALL:-}" ]; then
   step "installing ${need_pkgs[*]}"
@@ -41,6 +43,15 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "starting the real Kafka and Cassandra (scripts/services.sh up)"
+# Stop only what this run started, whatever happens next.
+started_services=""
+if ! scripts/services.sh status >/dev/null 2>&1; then started_services=yes; fi
+cleanup() { if [ -n "$started_services" ]; then scripts/services.sh down || true; fi; }
+trap cleanup EXIT
+scripts/services.sh up
+export WATTFLOW_KAFKA=127.0.0.1:9092 WATTFLOW_CASSANDRA=127.0.0.1:9042
 
 step "cargo test (release: the whole-file tests replay 2 million rows)"
 cargo test --workspace --release

@@ -20,6 +20,8 @@ pub mod format;
 pub mod generate;
 pub mod hash;
 pub mod model;
+#[cfg(feature = "kafka")]
+pub mod simulate;
 pub mod sink;
 pub mod source;
 pub mod time;

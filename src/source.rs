@@ -6,6 +6,8 @@
 //! operators may treat the frontier as "no reading older than this will come".
 
 pub mod file;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 
 use crate::model::{Origin, RejectReason};
 

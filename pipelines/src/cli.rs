@@ -33,6 +33,84 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Write a synthetic household history in the UCI text format.
     Generate(GenerateArgs),
+    /// Publish simulated smart-meter readings (or a history file) to a Kafka topic.
+    Simulate(SimulateArgs),
+    /// Consume readings from Kafka into Cassandra speed views (and optionally Parquet).
+    Live(LiveArgs),
+}
+
+/// Arguments of `wattflow simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic to publish to (created with `--partitions` if missing).
+    #[arg(long, default_value = "readings")]
+    pub topic: String,
+    /// Households, each publishing one reading per second.
+    #[arg(long, default_value_t = 10)]
+    pub households: u32,
+    /// Random seed of the household model.
+    #[arg(long, default_value_t = wattflow::generate::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Total readings per second (default: one per household per second, in real time).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Replay this UCI-format history file instead (one message per minute row).
+    #[arg(long)]
+    pub from_file: Option<PathBuf>,
+    /// With `--from-file`: X times real time (default: as fast as possible).
+    #[arg(long)]
+    pub speedup: Option<f64>,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+}
+
+/// Arguments of `wattflow live`.
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Topic to consume.
+    #[arg(long, default_value = "readings")]
+    pub topic: String,
+    /// Consumer group (offsets are committed under it).
+    #[arg(long, default_value = "wattflow-live")]
+    pub group: String,
+    /// Where to start when the group has no committed offset: `earliest`, `latest`, or a
+    /// timestamp `YYYY-MM-DDThh:mm:ss` (naive, as the data).
+    #[arg(long, default_value = "earliest")]
+    pub start: String,
+    /// Cassandra contact point.
+    #[arg(long, default_value = "127.0.0.1:9042")]
+    pub cassandra: String,
+    /// Cassandra keyspace (created if missing).
+    #[arg(long, default_value = "wattflow")]
+    pub keyspace: String,
+    /// Timely worker threads.
+    #[arg(long, short = 'w', default_value_t = 1)]
+    pub workers: usize,
+    /// Allowed lateness, e.g. `10m`.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub lateness: Duration,
+    /// Time-to-live of minute rows in Cassandra, e.g. `30d` (default: kept).
+    #[arg(long, value_parser = parse_duration)]
+    pub minute_ttl: Option<Duration>,
+    /// Also write sealed windows as Parquet batch views here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Finish once every partition has been idle (and read to its end) this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub exit_when_idle: Option<Duration>,
+    /// Dead-letter topic (default `<topic>.rejected`).
+    #[arg(long)]
+    pub dead_letter_topic: Option<String>,
 }
 
 /// Arguments of `wattflow replay`.
@@ -128,6 +206,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Replay(args) => replay(args),
         Command::Generate(args) => generate(args).map(|_| ()),
+        Command::Simulate(args) => simulate(args),
+        Command::Live(args) => live(args),
     }
 }
 
@@ -199,6 +279,72 @@ fn replay(args: ReplayArgs) -> Result<()> {
     }
     let summary = result?;
     print_summary(&summary);
+    Ok(())
+}
+
+/// A flag set by Ctrl-C / SIGTERM, so long-running commands stop cleanly.
+fn stop_flag() -> Arc<std::sync::atomic::AtomicBool> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = Arc::clone(&stop);
+    if let Err(e) = ctrlc::set_handler(move || s.store(true, Ordering::Relaxed)) {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+    stop
+}
+
+fn simulate(args: SimulateArgs) -> Result<()> {
+    use wattflow::simulate::{simulate, SimulatorConfig};
+    let config = SimulatorConfig {
+        brokers: args.brokers,
+        topic: args.topic,
+        households: args.households,
+        seed: args.seed,
+        duration: args.duration.map(Duration::from_secs_f64),
+        rate: args.rate,
+        from_file: args.from_file,
+        speedup: args.speedup,
+        partitions: args.partitions,
+    };
+    let summary = simulate(&config, &stop_flag())?;
+    eprintln!("{summary:?}");
+    Ok(())
+}
+
+fn live(args: LiveArgs) -> Result<()> {
+    use wattflow::sink::cassandra::CassandraSinkConfig;
+    use wattflow::source::kafka::{KafkaSourceConfig, StartFrom};
+    let start = match args.start.as_str() {
+        "earliest" => StartFrom::Earliest,
+        "latest" => StartFrom::Latest,
+        other => StartFrom::Timestamp(
+            wattflow::time::parse_iso(other)
+                .with_context(|| format!("--start {other:?}: earliest, latest or a timestamp"))?,
+        ),
+    };
+    let mut kafka = KafkaSourceConfig::new(&args.brokers, &args.topic, &args.group);
+    kafka.start = start;
+    kafka.lateness_ms = args.lateness.as_millis() as i64;
+    kafka.exit_when_idle = args.exit_when_idle;
+    if let Some(dlq) = args.dead_letter_topic {
+        kafka.dead_letter_topic = Some(dlq);
+    }
+    let mut cassandra = CassandraSinkConfig::new(&args.cassandra);
+    cassandra.keyspace = args.keyspace;
+    cassandra.minute_ttl = args.minute_ttl;
+    let mut job = crate::live::Live::new(kafka, cassandra).workers(args.workers);
+    if let Some(out) = args.out {
+        job = job.parquet(out);
+    }
+    let s = job.run(stop_flag())?;
+    println!(
+        "live finished after {:.1} s: {} messages, {} readings, {} rejected, {} duplicates, {} rows written",
+        s.elapsed.as_secs_f64(),
+        s.messages,
+        s.readings,
+        s.rejected,
+        s.duplicates,
+        s.rows_written
+    );
     Ok(())
 }
 

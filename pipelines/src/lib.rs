@@ -6,8 +6,10 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod live;
 pub mod replay;
 
+pub use live::{Live, LiveError, LiveSummary};
 pub use replay::{Progress, Replay, ReplayError, ReplaySummary};
 pub use wattflow;
 pub use wattflow_operators as operators;

@@ -7,6 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -664,4 +665,181 @@ fn the_cli_replays_the_embedded_demo_and_generated_files() {
     // One hour row per (meter, clock hour) holding a reading (outages may empty whole hours).
     assert!(hours.len() > 2 * 40 && hours.len() <= 2 * 48);
     assert_eq!(read_view(&out, "hour").len(), hours.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several inputs, line endings
+// ---------------------------------------------------------------------------------------------
+
+/// Replays `inputs` and returns the views (asserting no dead letters).
+fn replay_views(
+    out: &Path,
+    inputs: &[&Path],
+    workers: usize,
+) -> [BTreeMap<(String, i64), ViewRow>; 3] {
+    let mut job = Replay::new(out).workers(workers).chunk_bytes(64 * 1024);
+    for i in inputs {
+        job = job.input(i);
+    }
+    let s = job.run().unwrap_or_else(|e| panic!("{inputs:?}: {e}"));
+    assert_eq!(s.rejected, 0, "{inputs:?}: nothing is rejected");
+    views(out)
+}
+
+fn assert_same_views(
+    what: &str,
+    got: &[BTreeMap<(String, i64), ViewRow>; 3],
+    want: &[BTreeMap<(String, i64), ViewRow>; 3],
+) {
+    for (g, (x, y)) in ["minute", "hour", "day"].iter().zip(got.iter().zip(want)) {
+        assert_eq!(x.len(), y.len(), "{what}: {g} rows");
+        for (k, row) in y {
+            assert_eq!(x.get(k), Some(row), "{what}: {g} window {k:?}");
+        }
+    }
+}
+
+#[test]
+fn split_and_interleaved_inputs_and_line_endings_give_the_same_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = uci_input(dir.path());
+    let text = std::fs::read_to_string(&input).unwrap();
+    let lines: Vec<&str> = text.lines().skip(1).filter(|l| !l.is_empty()).collect();
+    let base = replay_views(&dir.path().join("base"), &[&input], 1);
+
+    let write = |name: &str, rows: &mut dyn Iterator<Item = &&str>, eol: &str| {
+        let path = dir.path().join(name);
+        let mut t = format!("{UCI_HEADER}{eol}");
+        for r in rows {
+            t.push_str(r.trim_end_matches('\r'));
+            t.push_str(eol);
+        }
+        std::fs::write(&path, t).unwrap();
+        path
+    };
+    // Consecutive periods in two files.
+    let half = lines.len() / 2;
+    let first = write("first.txt", &mut lines[..half].iter(), "\r\n");
+    let second = write("second.txt", &mut lines[half..].iter(), "\r\n");
+    // The same period in two files, alternate minutes in each: merged in time.
+    let even = write("even.txt", &mut lines.iter().step_by(2), "\r\n");
+    let odd = write("odd.txt", &mut lines.iter().skip(1).step_by(2), "\r\n");
+    // LF line endings, no newline after the last row.
+    let lf = write("lf.txt", &mut lines.iter(), "\n");
+    let mut t = std::fs::read_to_string(&lf).unwrap();
+    t.pop();
+    std::fs::write(&lf, t).unwrap();
+
+    for workers in [1, 2] {
+        let w = format!("{workers} worker(s)");
+        let out = |n: &str| dir.path().join(format!("{n}-{workers}"));
+        assert_same_views(
+            &format!("two consecutive files, {w}"),
+            &replay_views(&out("split"), &[&first, &second], workers),
+            &base,
+        );
+        assert_same_views(
+            &format!("second file first, {w}"),
+            &replay_views(&out("reversed"), &[&second, &first], workers),
+            &base,
+        );
+        assert_same_views(
+            &format!("interleaved files, {w}"),
+            &replay_views(&out("interleaved"), &[&even, &odd], workers),
+            &base,
+        );
+        assert_same_views(
+            &format!("LF endings, no final newline, {w}"),
+            &replay_views(&out("lf"), &[&lf], workers),
+            &base,
+        );
+    }
+}
+
+#[test]
+fn rows_delivered_twice_count_once_with_any_number_of_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = uci_input(dir.path());
+    let text = std::fs::read_to_string(&input).unwrap();
+    let base_out = dir.path().join("base");
+    let base = Replay::new(&base_out).input(&input).run().expect("base");
+    let base_views = views(&base_out);
+    // The last five rows again, as after a restart that re-reads a little.
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let repeats = &lines[lines.len() - 5..];
+    let mut doubled = text.clone();
+    if !doubled.ends_with('\n') {
+        doubled.push_str("\r\n");
+    }
+    for r in repeats {
+        doubled.push_str(r.trim_end_matches('\r'));
+        doubled.push_str("\r\n");
+    }
+    let path = dir.path().join("redelivered.txt");
+    std::fs::write(&path, doubled).unwrap();
+    let repeated_readings = repeats
+        .iter()
+        .filter(|r| matches!(parse_uci_line(r), UciLine::Reading { .. }))
+        .count() as u64;
+    assert!(repeated_readings > 0);
+    for workers in [1, 2] {
+        let out = dir.path().join(format!("out-{workers}"));
+        let s = Replay::new(&out)
+            .input(&path)
+            .workers(workers)
+            .chunk_bytes(64 * 1024)
+            .run()
+            .expect("replay");
+        assert_eq!(s.readings, base.readings, "{workers} worker(s): readings");
+        assert_eq!(
+            s.rejected, repeated_readings,
+            "{workers} worker(s): rejected"
+        );
+        assert_eq!(s.missing, base.missing + (5 - repeated_readings));
+        let csv = std::fs::read_to_string(out.join("rejected.csv")).unwrap();
+        let records = parse_csv(&csv);
+        assert_eq!(records.len() as u64, 1 + repeated_readings);
+        let first_repeat_line = lines.len() as u64 + 1;
+        for r in &records[1..] {
+            assert!(r[2].to_lowercase().contains("duplicate"), "{r:?}");
+            let line: u64 = r[1].parse().unwrap();
+            assert!(
+                line >= first_repeat_line,
+                "the later copy is refused: {r:?}"
+            );
+        }
+        assert_same_views(&format!("{workers} worker(s)"), &views(&out), &base_views);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn progress_never_passes_its_total() {
+    // `Progress::source.total_bytes` is the length of the progress bar and `bytes` its position
+    // (see `cli::progress_bar`): the position must not run past the end, whatever the format.
+    let dir = tempfile::tempdir().unwrap();
+    let plain = generated(dir.path(), 1, 3);
+    let gz = dir.path().join("generated.txt.gz");
+    write_gzip(&plain, &gz);
+    let pq = dir.path().join("generated.parquet");
+    write_parquet(&std::fs::read_to_string(&plain).unwrap(), &pq);
+    let mut report = Vec::new();
+    for (name, path) in [("plain", &plain), ("gzip", &gz), ("parquet", &pq)] {
+        let job = Replay::new(dir.path().join(format!("out-{name}"))).input(path);
+        let progress = job.progress();
+        job.run().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let total = progress.source.total_bytes.load(Ordering::Relaxed);
+        let bytes = progress.source.bytes.load(Ordering::Relaxed);
+        assert!(bytes > 0, "{name}: bytes are counted");
+        if total > 0 && bytes > total {
+            report.push(format!(
+                "{name}: position {bytes} is past the total {total} ({:.0} %)",
+                bytes as f64 * 100.0 / total as f64
+            ));
+        }
+    }
+    assert!(report.is_empty(), "{}", report.join("; "));
 }

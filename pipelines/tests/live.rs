@@ -1,0 +1,527 @@
+//! The speed layer against the REAL Kafka and the REAL Cassandra started by
+//! `scripts/services.sh up` (the test script exports `WATTFLOW_KAFKA` and `WATTFLOW_CASSANDRA`).
+//! Without them the tests are skipped with a note, except under `CI=true`, where they fail.
+//!
+//! Every test uses its own topic and keyspace, so they can run in parallel; the test that
+//! restarts the servers takes a lock the others share.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, TopicPartitionList};
+use wattflow::format::json::render_message;
+use wattflow::model::{Granularity, Measure, MeterId, Origin, Reading};
+use wattflow::simulate::{ensure_topic, simulate, ReadingProducer, SimulatorConfig};
+use wattflow::sink::cassandra::{
+    connect, read_view, CassandraRow, CassandraSinkConfig, CassandraViews,
+};
+use wattflow::source::kafka::KafkaSourceConfig;
+use wattflow_pipelines::{Live, Replay};
+
+/// Servers restarted by one test must not be in use by the others at that moment.
+static SERVERS: RwLock<()> = RwLock::new(());
+
+struct Env {
+    kafka: String,
+    cassandra: String,
+}
+
+fn env() -> Option<Env> {
+    match (
+        std::env::var("WATTFLOW_KAFKA"),
+        std::env::var("WATTFLOW_CASSANDRA"),
+    ) {
+        (Ok(kafka), Ok(cassandra)) => Some(Env { kafka, cassandra }),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but WATTFLOW_KAFKA / WATTFLOW_CASSANDRA are not set: start scripts/services.sh up")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: set WATTFLOW_KAFKA and WATTFLOW_CASSANDRA (scripts/services.sh up)"
+            );
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn kafka_config(env: &Env, topic: &str) -> KafkaSourceConfig {
+    let mut config = KafkaSourceConfig::new(&env.kafka, topic, format!("{topic}-group"));
+    config.exit_when_idle = Some(Duration::from_secs(4));
+    config.idle_timeout = Duration::from_secs(2);
+    config
+}
+
+fn cassandra_config(env: &Env, keyspace: &str) -> CassandraSinkConfig {
+    let mut config = CassandraSinkConfig::new(&env.cassandra);
+    config.keyspace = keyspace.to_owned();
+    config
+}
+
+fn run_live(env: &Env, topic: &str, keyspace: &str) -> wattflow_pipelines::LiveSummary {
+    Live::new(kafka_config(env, topic), cassandra_config(env, keyspace))
+        .workers(2)
+        .run(Arc::new(AtomicBool::new(false)))
+        .expect("live run")
+}
+
+fn views(env: &Env, keyspace: &str) -> CassandraViews {
+    connect(&cassandra_config(env, keyspace)).expect("connect to cassandra")
+}
+
+fn drop_keyspace(views: &CassandraViews, keyspace: &str) {
+    views
+        .execute(&format!("DROP KEYSPACE IF EXISTS {keyspace}"))
+        .ok();
+}
+
+fn reading(meter: &str, ts: i64, interval_s: u32, values: [i32; 7]) -> Reading {
+    Reading {
+        meter: MeterId::new(meter).unwrap(),
+        ts,
+        interval_s,
+        values,
+        origin: Origin::default(),
+    }
+}
+
+/// Expected rows computed here, from scratch: count, sum, min, max per measure.
+#[derive(Default, Debug)]
+struct Expect {
+    samples: i64,
+    sum: [i64; 7],
+    min: [i64; 7],
+    max: [i64; 7],
+}
+
+fn expected(readings: &[Reading], g: Granularity) -> BTreeMap<(String, i64), Expect> {
+    let mut out: BTreeMap<(String, i64), Expect> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in readings {
+        if !seen.insert((r.meter, r.ts)) {
+            continue;
+        }
+        let len = g.len_ms();
+        let e = out
+            .entry((r.meter.to_string(), r.ts - r.ts.rem_euclid(len)))
+            .or_insert_with(|| Expect {
+                min: [i64::MAX; 7],
+                max: [i64::MIN; 7],
+                ..Expect::default()
+            });
+        e.samples += 1;
+        for i in 0..7 {
+            let v = r.values[i] as i64;
+            e.sum[i] += v;
+            e.min[i] = e.min[i].min(v);
+            e.max[i] = e.max[i].max(v);
+        }
+    }
+    out
+}
+
+fn cassandra_rows(
+    views: &CassandraViews,
+    g: Granularity,
+    meters: &[String],
+    from: i64,
+    to: i64,
+) -> BTreeMap<(String, i64), CassandraRow> {
+    let mut out = BTreeMap::new();
+    for m in meters {
+        for row in read_view(views, g, m, from, to).expect("read view") {
+            out.insert((row.meter.clone(), row.window_start), row);
+        }
+    }
+    out
+}
+
+fn assert_rows_match(
+    g: Granularity,
+    got: &BTreeMap<(String, i64), CassandraRow>,
+    want: &BTreeMap<(String, i64), Expect>,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{g}: windows differ"
+    );
+    for (key, e) in want {
+        let row = &got[key];
+        assert_eq!(row.samples, e.samples, "{g} {key:?} samples");
+        for m in Measure::ALL {
+            let i = m.index();
+            for (stat, v) in [("sum", e.sum[i]), ("min", e.min[i]), ("max", e.max[i])] {
+                let col = format!("{}_{stat}", m.name());
+                assert_eq!(row.values[&col], v as f64 / 1000.0, "{g} {key:?} {col}");
+            }
+            let avg = row.values[&format!("{}_avg", m.name())];
+            let want_avg = e.sum[i] as f64 / e.samples as f64 / 1000.0;
+            assert!(
+                (avg - want_avg).abs() < 1e-9,
+                "{g} {key:?} {} avg {avg} vs {want_avg}",
+                m.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn known_readings_become_exactly_the_expected_rows() {
+    let Some(env) = env() else { return };
+    let _shared = SERVERS.read().unwrap();
+    let topic = unique("known");
+    let keyspace = unique("wf_known");
+    ensure_topic(&env.kafka, &topic, 3).expect("topic");
+    // Two meters, one reading a second over 2.5 minutes crossing an hour, plus redeliveries.
+    let start = wattflow::time::naive_to_ms(2024, 3, 1, 9, 58, 30).unwrap();
+    let mut readings = Vec::new();
+    for s in 0..150i64 {
+        for (m, base) in [("house-a", 1_000), ("house-b", 3_000)] {
+            let p = base + (s as i32 * 37) % 900;
+            readings.push(reading(
+                m,
+                start + s * 1000,
+                1,
+                [p, 120, 231_000 + s as i32, 4_500, 2, 5, 9],
+            ));
+        }
+    }
+    let mut producer = ReadingProducer::new(&env.kafka, &topic).unwrap();
+    for r in &readings {
+        assert!(producer.send(r));
+    }
+    for r in readings.iter().take(10) {
+        assert!(producer.send(r), "redelivered duplicate");
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let summary = run_live(&env, &topic, &keyspace);
+    assert_eq!(summary.readings, readings.len() as u64 + 10);
+    assert_eq!(summary.duplicates, 10, "{summary:?}");
+    assert_eq!(summary.rejected, 0);
+
+    let v = views(&env, &keyspace);
+    let meters = vec!["house-a".to_string(), "house-b".to_string()];
+    for g in Granularity::ALL {
+        let want = expected(&readings, g);
+        let got = cassandra_rows(&v, g, &meters, start - 86_400_000, start + 86_400_000);
+        assert_rows_match(g, &got, &want);
+    }
+    drop_keyspace(&v, &keyspace);
+}
+
+#[test]
+fn bad_messages_are_dead_lettered_with_their_reason() {
+    let Some(env) = env() else { return };
+    let _shared = SERVERS.read().unwrap();
+    let topic = unique("bad");
+    let keyspace = unique("wf_bad");
+    ensure_topic(&env.kafka, &topic, 1).expect("topic");
+    ensure_topic(&env.kafka, &format!("{topic}.rejected"), 1).expect("dlq topic");
+    let start = wattflow::time::naive_to_ms(2024, 3, 1, 12, 0, 0).unwrap();
+    let good: Vec<Reading> = (0..20)
+        .map(|s| {
+            reading(
+                "house-c",
+                start + s * 1000,
+                1,
+                [1_500, 100, 230_000, 6_600, 0, 0, 20],
+            )
+        })
+        .collect();
+    let future = wattflow::time::naive_to_ms(2099, 1, 1, 0, 0, 0).unwrap();
+    let bad: Vec<(&str, String)> = vec![
+        ("not json", "this is not json".to_string()),
+        (
+            "missing field",
+            r#"{"meter":"house-c","ts":1709294400000,"interval_s":1}"#.to_string(),
+        ),
+        (
+            "mistyped",
+            render_message(&good[0]).replace("\"voltage\":230.000", "\"voltage\":\"high\""),
+        ),
+        (
+            "absurd",
+            render_message(&reading(
+                "house-c",
+                start + 500_000,
+                1,
+                [9_000_000, 0, 230_000, 1, 0, 0, 0],
+            )),
+        ),
+        (
+            "future",
+            render_message(&reading("house-c", future, 1, [1, 0, 230_000, 1, 0, 0, 0])),
+        ),
+    ];
+    let mut producer = ReadingProducer::new(&env.kafka, &topic).unwrap();
+    for (i, r) in good.iter().enumerate() {
+        assert!(producer.send(r));
+        if let Some((_, payload)) = bad.get(i) {
+            assert!(producer.send_raw(b"house-c", payload.as_bytes()));
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let summary = run_live(&env, &topic, &keyspace);
+    assert_eq!(summary.readings, good.len() as u64, "{summary:?}");
+    assert_eq!(summary.rejected, bad.len() as u64, "{summary:?}");
+
+    // The dead-letter topic holds each bad message with a reason.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &env.kafka)
+        .set("group.id", unique("dlq-reader"))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&format!("{topic}.rejected"), 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut dead = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dead.len() < bad.len() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+            dead.push(v);
+        }
+    }
+    assert_eq!(dead.len(), bad.len(), "dead letters: {dead:?}");
+    for (what, payload) in &bad {
+        let letter = dead
+            .iter()
+            .find(|d| d["record"].as_str() == Some(payload.as_str()))
+            .unwrap_or_else(|| panic!("{what} not dead-lettered: {dead:?}"));
+        let reason = letter["reason"].as_str().unwrap().to_lowercase();
+        assert!(!reason.is_empty(), "{what}: empty reason");
+        let hint = match *what {
+            "not json" => "json",
+            "missing field" => "global_active_power",
+            "mistyped" => "voltage",
+            "absurd" => "global_active_power",
+            "future" => "future",
+            _ => unreachable!(),
+        };
+        assert!(
+            reason.contains(hint),
+            "{what}: reason {reason:?} should mention {hint}"
+        );
+    }
+    let v = views(&env, &keyspace);
+    let rows = cassandra_rows(
+        &v,
+        Granularity::Minute,
+        &["house-c".into()],
+        start,
+        start + 3_600_000,
+    );
+    assert_eq!(
+        rows.values().map(|r| r.samples).sum::<i64>(),
+        good.len() as i64
+    );
+    drop_keyspace(&v, &keyspace);
+}
+
+/// Replays `file` into the batch views with the history path, for comparison.
+fn parquet_views(file: &Path) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    Replay::new(out.path())
+        .input(file)
+        .workers(2)
+        .run()
+        .expect("replay");
+    out
+}
+
+fn assert_speed_equals_batch(env: &Env, keyspace: &str, batch: &Path, meter: &str) {
+    let v = views(env, keyspace);
+    for g in Granularity::ALL {
+        let parquet = common::read_view(batch, g.name());
+        let from = parquet.iter().map(|r| r.window_start).min().unwrap();
+        let to = parquet.iter().map(|r| r.window_start).max().unwrap() + 1;
+        let speed = cassandra_rows(&v, g, &[meter.to_string()], from, to);
+        assert_eq!(speed.len(), parquet.len(), "{g}: row counts differ");
+        for row in &parquet {
+            let s = speed
+                .get(&(row.meter.clone(), row.window_start))
+                .unwrap_or_else(|| panic!("{g}: window {} missing in Cassandra", row.window_start));
+            assert_eq!(s.samples, row.samples, "{g} {} samples", row.window_start);
+            for (i, m) in common::MEASURES.iter().enumerate() {
+                for (j, stat) in ["sum", "min", "max"].iter().enumerate() {
+                    let col = format!("{m}_{stat}");
+                    assert_eq!(
+                        s.values[&col],
+                        row.dec[i][j] as f64 / 1000.0,
+                        "{g} {} {col}",
+                        row.window_start
+                    );
+                }
+                assert_eq!(
+                    s.values[&format!("{m}_avg")],
+                    row.avg[i],
+                    "{g} {} {m}_avg",
+                    row.window_start
+                );
+            }
+            assert_eq!(s.values["active_energy_wh"], row.active_energy_wh);
+            assert_eq!(s.values["unmetered_wh"], row.unmetered_wh);
+            assert_eq!(
+                s.values.get("power_factor_avg").copied(),
+                row.power_factor_avg
+            );
+        }
+    }
+    drop_keyspace(&v, keyspace);
+}
+
+#[test]
+fn thirty_days_through_kafka_equal_the_parquet_views() {
+    let Some(env) = env() else { return };
+    let Some(file) = common::data_file("uci_first_30_days.txt") else {
+        return;
+    };
+    let _shared = SERVERS.read().unwrap();
+    let topic = unique("uci30");
+    let keyspace = unique("wf_uci30");
+    let mut sim = SimulatorConfig::new(&env.kafka, &topic);
+    sim.from_file = Some(file.clone());
+    sim.partitions = 4;
+    let produced = simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
+    assert_eq!(produced.failed, 0);
+
+    let summary = run_live(&env, &topic, &keyspace);
+    assert_eq!(summary.readings, produced.produced, "{summary:?}");
+    let batch = parquet_views(&file);
+    assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
+}
+
+#[test]
+fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
+    let Some(env) = env() else { return };
+    let Some(file) = common::data_file("uci_first_30_days.txt") else {
+        return;
+    };
+    let _shared = SERVERS.read().unwrap();
+    let topic = unique("restart");
+    let keyspace = unique("wf_restart");
+    let mut sim = SimulatorConfig::new(&env.kafka, &topic);
+    sim.from_file = Some(file.clone());
+    sim.partitions = 2;
+    simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
+
+    // First run: the CLI, killed without warning once it has written something.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wattflow"))
+        .args([
+            "live",
+            "--brokers",
+            &env.kafka,
+            "--topic",
+            &topic,
+            "--group",
+        ])
+        .arg(format!("{topic}-group"))
+        .args([
+            "--cassandra",
+            &env.cassandra,
+            "--keyspace",
+            &keyspace,
+            "--workers",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start wattflow live");
+    let v = views(&env, &keyspace);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let day = wattflow::time::naive_to_ms(2006, 12, 16, 0, 0, 0).unwrap();
+    loop {
+        let written = read_view(
+            &v,
+            Granularity::Hour,
+            "household-1",
+            day,
+            day + 40 * 86_400_000,
+        )
+        .map(|r| r.len())
+        .unwrap_or(0);
+        if written > 24 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first run wrote nothing in 120 s"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "wattflow live exited early"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Second run from the committed offsets, to the end.
+    run_live(&env, &topic, &keyspace);
+    let batch = parquet_views(&file);
+    assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
+}
+
+fn services(args: &[&str]) {
+    let status = Command::new(common::repo_root().join("scripts/services.sh"))
+        .args(args)
+        .status()
+        .expect("scripts/services.sh");
+    assert!(status.success(), "scripts/services.sh {args:?} failed");
+}
+
+#[test]
+fn cassandra_down_for_30_s_and_a_kafka_restart_lose_nothing() {
+    let Some(env) = env() else { return };
+    let Some(file) = common::data_file("uci_first_30_days.txt") else {
+        return;
+    };
+    let _exclusive = SERVERS.write().unwrap();
+    let topic = unique("outage");
+    let keyspace = unique("wf_outage");
+    let mut sim = SimulatorConfig::new(&env.kafka, &topic);
+    sim.from_file = Some(file.clone());
+    sim.partitions = 2;
+    simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
+    drop(views(&env, &keyspace)); // schema first, so the outage hits the writes
+
+    let (kafka, cassandra) = (
+        kafka_config(&env, &topic),
+        cassandra_config(&env, &keyspace),
+    );
+    let mut kafka = kafka;
+    kafka.exit_when_idle = Some(Duration::from_secs(20));
+    let live = std::thread::spawn(move || {
+        Live::new(kafka, cassandra)
+            .workers(2)
+            .run(Arc::new(AtomicBool::new(false)))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    services(&["down", "cassandra"]);
+    std::thread::sleep(Duration::from_secs(30));
+    services(&["up", "cassandra"]);
+    services(&["restart", "kafka"]);
+    let summary = live.join().unwrap().expect("live run survives the outages");
+    assert!(summary.readings > 0);
+    let batch = parquet_views(&file);
+    assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
+}

@@ -1,0 +1,1678 @@
+//! Speed views: every change of every window, upserted into Cassandra (or ScyllaDB).
+//!
+//! # Tables
+//! One table per granularity in one keyspace (`wattflow` by default), created at start-up if
+//! missing (every statement is `IF NOT EXISTS`, so [`connect`] is idempotent):
+//! ```text
+//! minute_view | hour_view | day_view
+//!   meter text, bucket int, window_start timestamp, samples bigint, covered_seconds bigint,
+//!   <measure>_sum, <measure>_min, <measure>_max, <measure>_avg double   (the 7 measures)
+//!   active_energy_wh double, unmetered_wh double, power_factor_avg double,
+//!   PRIMARY KEY ((meter, bucket), window_start)
+//! ```
+//! The columns are those of the batch view contract (DESIGN.md), so a serving layer can merge
+//! both. `bucket` keeps partitions bounded ([`bucket_of`]): a minute partition holds one day of a
+//! meter (1,440 rows), an hour partition one month (≤ 744), a day partition one year (≤ 366).
+//! `_sum`, `_min` and `_max` are the exact thousandths divided by 1000 (the nearest double);
+//! averages and derived values are the doubles of [`Aggregate::finish`].
+//!
+//! # Writes
+//! [`cassandra_sink`] routes updates to workers by window, keeps them per timestamp until its
+//! input frontier has passed that time (so every update of the time is known), and then writes,
+//! for each window changed at that time, only its last `+` value: the `−old, +new` pairs of the
+//! aggregation operator collapse into one upsert, and `−` records are otherwise ignored. (Readings
+//! are insert-only, so a window whose only change at a time is a retraction cannot happen; if one
+//! did, the row would keep its previous value, as nothing is ever deleted.)
+//!
+//! Every upsert is a prepared `INSERT ... USING TIMESTAMP ?` (plus `AND TTL ?` for minute rows
+//! when [`CassandraSinkConfig::minute_ttl`] is set). When a window has no power factor (P and Q
+//! were zero throughout) a second prepared statement without that column is used, so no null,
+//! hence no tombstone, is ever written. (A window's power factor can appear later but never
+//! disappear: its weight only grows.)
+//!
+//! Write timestamps are client-side microseconds since the epoch, taken from the wall clock
+//! when a window's collapsed update is handed to the writer (times are handed over in order),
+//! made strictly increasing per process ([`next_write_timestamp`]) and kept across retries: a
+//! retried stale write always loses to a newer write of the same row, whatever the order in
+//! which they reach Cassandra.
+//!
+//! # Durability frontier and back-pressure
+//! The sink's one output carries no data: its frontier is the pipeline's *durability frontier*.
+//! The operator holds a capability for each input time until every upsert of that time has been
+//! acknowledged by Cassandra (or has failed for good, see below). A source that waits on a probe
+//! of this output therefore stops reading while Cassandra is slow or away, and a Kafka source can
+//! commit the offsets of a time once this frontier has passed it.
+//!
+//! Requests run on a tokio runtime owned by [`CassandraViews`], at most
+//! [`CassandraSinkConfig::max_in_flight`] at once per process (a semaphore); the rest wait in
+//! the operator, which is woken when a time completes or a permit frees, and otherwise polls
+//! every [`POLL_INTERVAL`] while writes are pending.
+//!
+//! # Failures
+//! Timeouts, unavailable or overloaded nodes and lost connections (Cassandra restarting) are
+//! retried forever with exponential backoff from [`CassandraSinkConfig::retry_initial`] to
+//! [`CassandraSinkConfig::retry_max`] (±20 % jitter), each retry after the first
+//! [`QUIET_RETRIES`] logged as a warning: nothing is lost, the capability is simply held longer.
+//! Errors no retry can fix (an invalid query, a schema changed under us) are counted in
+//! [`CassandraStats::write_errors`], logged with `tracing::error!`, and the row is given up so
+//! the pipeline does not stall forever on it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{DbError, ExecutionError, NewSessionError, RequestAttemptError};
+use scylla::response::{PagingState, PagingStateResponse};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Statement;
+use scylla::value::{CqlTimestamp, CqlValue, Row};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::dataflow::StreamVec;
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::hash::FxMap;
+use crate::model::{Aggregate, Granularity, Measure, WindowKey};
+use crate::time::{self, DAY_MS};
+use crate::Time;
+
+/// Default [`CassandraSinkConfig::contact_points`]: a local node.
+pub const DEFAULT_CONTACT_POINT: &str = "127.0.0.1:9042";
+/// Default [`CassandraSinkConfig::keyspace`].
+pub const DEFAULT_KEYSPACE: &str = "wattflow";
+/// Default [`CassandraSinkConfig::replication`]: one copy, fine for a single node or a test.
+pub const DEFAULT_REPLICATION: &str = "{'class': 'SimpleStrategy', 'replication_factor': 1}";
+/// Default [`CassandraSinkConfig::minute_ttl`]: minute rows are kept forever.
+pub const DEFAULT_MINUTE_TTL: Option<Duration> = None;
+/// Default [`CassandraSinkConfig::max_in_flight`]: concurrent upserts per process.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Default [`CassandraSinkConfig::retry_initial`]: first backoff after a failed upsert.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// Default [`CassandraSinkConfig::retry_max`]: the backoff doubles up to this.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Default [`CassandraSinkConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`CassandraSinkConfig::request_timeout`]: client-side limit of one request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`CassandraSinkConfig::schema_timeout`]: schema changes are slow on a busy node.
+pub const DEFAULT_SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`CassandraSinkConfig::runtime_threads`]: the driver is asynchronous, two threads
+/// keep up with any single node.
+pub const DEFAULT_RUNTIME_THREADS: usize = 2;
+/// Retries of one upsert logged at debug level before each further one is a warning.
+pub const QUIET_RETRIES: u32 = 3;
+/// How often the sink operator looks at its pending writes when nothing woke it.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Largest TTL Cassandra accepts (20 years), in seconds.
+pub const MAX_TTL_S: u64 = 630_720_000;
+/// Most partitions one [`read_view`] call may visit (about 27 years of minute buckets).
+pub const MAX_READ_BUCKETS: usize = 10_000;
+
+/// Where and how to write the speed views. Durations are (de)serialized as whole milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CassandraSinkConfig {
+    /// `host:port` of one or more nodes to contact first; the driver discovers the others.
+    pub contact_points: Vec<String>,
+    /// Keyspace of the views: letters, digits and `_`, starting with a letter, at most 48
+    /// (unquoted, so Cassandra folds it to lower case).
+    pub keyspace: String,
+    /// Replication map of the keyspace when it has to be created, as CQL map text.
+    pub replication: String,
+    /// Time to live of minute rows (hour and day rows are kept forever); whole seconds,
+    /// at least one, at most [`MAX_TTL_S`].
+    #[serde(with = "opt_duration_ms")]
+    pub minute_ttl: Option<Duration>,
+    /// Upserts in flight at once, per process (all sink workers share them).
+    pub max_in_flight: usize,
+    /// First backoff after a failed upsert.
+    #[serde(with = "duration_ms")]
+    pub retry_initial: Duration,
+    /// Largest backoff between retries.
+    #[serde(with = "duration_ms")]
+    pub retry_max: Duration,
+    /// How long [`connect`] may wait for the cluster.
+    #[serde(with = "duration_ms")]
+    pub connect_timeout: Duration,
+    /// Client-side timeout of one request (a timed-out upsert is retried).
+    #[serde(with = "duration_ms")]
+    pub request_timeout: Duration,
+    /// Client-side timeout of one schema statement at start-up.
+    #[serde(with = "duration_ms")]
+    pub schema_timeout: Duration,
+    /// Threads of the tokio runtime that drives the driver.
+    pub runtime_threads: usize,
+}
+
+impl Default for CassandraSinkConfig {
+    fn default() -> Self {
+        CassandraSinkConfig {
+            contact_points: vec![DEFAULT_CONTACT_POINT.to_owned()],
+            keyspace: DEFAULT_KEYSPACE.to_owned(),
+            replication: DEFAULT_REPLICATION.to_owned(),
+            minute_ttl: DEFAULT_MINUTE_TTL,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            retry_initial: DEFAULT_RETRY_INITIAL,
+            retry_max: DEFAULT_RETRY_MAX,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            schema_timeout: DEFAULT_SCHEMA_TIMEOUT,
+            runtime_threads: DEFAULT_RUNTIME_THREADS,
+        }
+    }
+}
+
+impl CassandraSinkConfig {
+    /// Defaults, contacting `contact_point`.
+    pub fn new(contact_point: impl Into<String>) -> CassandraSinkConfig {
+        CassandraSinkConfig {
+            contact_points: vec![contact_point.into()],
+            ..CassandraSinkConfig::default()
+        }
+    }
+
+    /// Checks the settings [`connect`] relies on.
+    pub fn validate(&self) -> Result<(), CassandraError> {
+        let bad = |why: String| Err(CassandraError::Config(why));
+        if self.contact_points.is_empty() || self.contact_points.iter().any(|c| c.is_empty()) {
+            return bad("contact_points must name at least one host:port".into());
+        }
+        let ks = self.keyspace.as_bytes();
+        let ks_ok = !ks.is_empty()
+            && ks.len() <= 48
+            && ks[0].is_ascii_alphabetic()
+            && ks.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        if !ks_ok {
+            return bad(format!(
+                "keyspace {:?}: 1 to 48 letters, digits or '_', starting with a letter",
+                self.keyspace
+            ));
+        }
+        let r = self.replication.trim();
+        if !(r.starts_with('{') && r.ends_with('}')) || r.contains(';') {
+            return bad(format!(
+                "replication {:?} is not a CQL map such as {DEFAULT_REPLICATION}",
+                self.replication
+            ));
+        }
+        if let Some(ttl) = self.minute_ttl {
+            if ttl.as_secs() == 0 || ttl.as_secs() > MAX_TTL_S || ttl.subsec_nanos() != 0 {
+                return bad(format!(
+                    "minute_ttl {ttl:?}: whole seconds from 1 to {MAX_TTL_S}"
+                ));
+            }
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
+            return bad("max_in_flight must be at least 1".into());
+        }
+        if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
+            return bad("retry_initial must be positive and at most retry_max".into());
+        }
+        if self.connect_timeout.is_zero()
+            || self.request_timeout.is_zero()
+            || self.schema_timeout.is_zero()
+        {
+            return bad("timeouts must be positive".into());
+        }
+        if self.runtime_threads == 0 {
+            return bad("runtime_threads must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Durations as whole milliseconds in serialized configs.
+mod duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis().min(u64::MAX as u128) as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// Optional durations as whole milliseconds (or null) in serialized configs.
+mod opt_duration_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis().min(u64::MAX as u128) as u64)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|v| v.map(Duration::from_millis))
+    }
+}
+
+/// What can go wrong talking to Cassandra outside the write path (which retries instead).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CassandraError {
+    /// No node answered within the connect timeout.
+    #[error("Cassandra at {address} is unreachable: {reason}")]
+    Unreachable {
+        /// The contact points tried.
+        address: String,
+        /// What the driver said.
+        reason: String,
+    },
+    /// The configuration is not usable.
+    #[error("Cassandra sink configuration: {0}")]
+    Config(String),
+    /// A schema statement failed at start-up.
+    #[error("Cassandra schema statement failed: {reason}; statement: {statement}")]
+    Schema {
+        /// The CQL statement.
+        statement: String,
+        /// What Cassandra or the driver said.
+        reason: String,
+    },
+    /// A statement could not be prepared.
+    #[error("preparing a statement failed: {reason}; statement: {statement}")]
+    Prepare {
+        /// The CQL statement.
+        statement: String,
+        /// What Cassandra or the driver said.
+        reason: String,
+    },
+    /// A query failed.
+    #[error("Cassandra query failed: {0}")]
+    Query(String),
+    /// A row read back does not have the expected columns or types.
+    #[error("unexpected row from Cassandra: {0}")]
+    BadRow(String),
+    /// The tokio runtime could not be started or stopped answering.
+    #[error("Cassandra client runtime: {0}")]
+    Runtime(String),
+}
+
+/// Counters of the speed-view writes, shared by every sink worker (all atomics, relaxed).
+#[derive(Debug, Default)]
+pub struct CassandraStats {
+    /// Upserts acknowledged by Cassandra.
+    pub rows_written: AtomicU64,
+    /// Upserts given up on a non-retryable error.
+    pub write_errors: AtomicU64,
+    /// Retries of failed upserts (one per failed attempt that is tried again).
+    pub retries: AtomicU64,
+    /// Upserts currently sent or waiting for their next attempt.
+    pub in_flight: AtomicU64,
+}
+
+impl CassandraStats {
+    /// A fresh set of counters, ready to share.
+    pub fn new() -> Arc<CassandraStats> {
+        Arc::new(CassandraStats::default())
+    }
+
+    /// `(rows_written, write_errors, retries, in_flight)` right now.
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (
+            self.rows_written.load(Ordering::Relaxed),
+            self.write_errors.load(Ordering::Relaxed),
+            self.retries.load(Ordering::Relaxed),
+            self.in_flight.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Name of the table of a granularity's speed view.
+pub fn table_of(granularity: Granularity) -> &'static str {
+    match granularity {
+        Granularity::Minute => "minute_view",
+        Granularity::Hour => "hour_view",
+        Granularity::Day => "day_view",
+    }
+}
+
+/// Partition bucket of a window: minute windows by day number since the epoch
+/// (`window_start / 86_400_000`), hour windows by month (`yyyymm`), day windows by year.
+pub fn bucket_of(granularity: Granularity, window_start_ms: i64) -> i32 {
+    let day = window_start_ms.div_euclid(DAY_MS);
+    let b = match granularity {
+        Granularity::Minute => day,
+        Granularity::Hour => {
+            let (y, m, _) = time::civil_from_days(day);
+            y * 100 + m as i64
+        }
+        Granularity::Day => time::civil_from_days(day).0,
+    };
+    b.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// First instant of the bucket after the one holding `ts`.
+fn next_bucket_start(granularity: Granularity, ts: i64) -> i64 {
+    match granularity {
+        Granularity::Minute => (ts.div_euclid(DAY_MS) + 1) * DAY_MS,
+        Granularity::Hour => time::month_bounds(ts).1,
+        Granularity::Day => time::year_bounds(ts).1,
+    }
+}
+
+/// The partition buckets holding window starts in `[from_ms, to_ms)`, in order.
+pub fn buckets_between(granularity: Granularity, from_ms: i64, to_ms: i64) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut t = from_ms;
+    while t < to_ms && out.len() <= MAX_READ_BUCKETS {
+        out.push(bucket_of(granularity, t));
+        t = next_bucket_start(granularity, t);
+    }
+    out
+}
+
+/// Names of the double columns of a view, in table order.
+pub fn double_columns() -> &'static [String] {
+    static COLUMNS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        let mut cols = Vec::with_capacity(Measure::ALL.len() * 4 + 3);
+        for m in Measure::ALL {
+            for stat in ["sum", "min", "max", "avg"] {
+                cols.push(format!("{}_{stat}", m.name()));
+            }
+        }
+        for c in ["active_energy_wh", "unmetered_wh", "power_factor_avg"] {
+            cols.push(c.to_owned());
+        }
+        cols
+    });
+    &COLUMNS
+}
+
+/// `CREATE KEYSPACE IF NOT EXISTS` for the views.
+pub fn keyspace_cql(keyspace: &str, replication: &str) -> String {
+    format!(
+        "CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}",
+        replication.trim()
+    )
+}
+
+/// `CREATE TABLE IF NOT EXISTS` of a granularity's view.
+pub fn table_cql(keyspace: &str, granularity: Granularity) -> String {
+    let mut cql = format!(
+        "CREATE TABLE IF NOT EXISTS {keyspace}.{} (meter text, bucket int, \
+         window_start timestamp, samples bigint, covered_seconds bigint",
+        table_of(granularity)
+    );
+    for c in double_columns() {
+        cql.push_str(", ");
+        cql.push_str(c);
+        cql.push_str(" double");
+    }
+    cql.push_str(", PRIMARY KEY ((meter, bucket), window_start))");
+    cql
+}
+
+/// The prepared upsert of a granularity's view: all columns (without `power_factor_avg` unless
+/// `with_power_factor`), `USING TIMESTAMP ?` and, if `with_ttl`, `AND TTL ?`.
+pub fn upsert_cql(
+    keyspace: &str,
+    granularity: Granularity,
+    with_power_factor: bool,
+    with_ttl: bool,
+) -> String {
+    let mut cols: Vec<&str> = vec![
+        "meter",
+        "bucket",
+        "window_start",
+        "samples",
+        "covered_seconds",
+    ];
+    cols.extend(
+        double_columns()
+            .iter()
+            .map(String::as_str)
+            .filter(|c| with_power_factor || *c != "power_factor_avg"),
+    );
+    let marks = vec!["?"; cols.len()].join(", ");
+    let ttl = if with_ttl { " AND TTL ?" } else { "" };
+    format!(
+        "INSERT INTO {keyspace}.{} ({}) VALUES ({marks}) USING TIMESTAMP ?{ttl}",
+        table_of(granularity),
+        cols.join(", ")
+    )
+}
+
+/// The prepared read of one partition's windows in a range.
+pub fn select_cql(keyspace: &str, granularity: Granularity) -> String {
+    format!(
+        "SELECT * FROM {keyspace}.{} WHERE meter = ? AND bucket = ? \
+         AND window_start >= ? AND window_start < ?",
+        table_of(granularity)
+    )
+}
+
+/// The values of an upsert in [`upsert_cql`] order; the flag tells whether the window has a
+/// power factor (and so which statement they are for).
+pub fn upsert_values(
+    key: &WindowKey,
+    agg: &Aggregate,
+    write_ts_us: i64,
+    ttl_s: Option<i32>,
+) -> (bool, Vec<CqlValue>) {
+    let f = agg.finish();
+    let mut v = Vec::with_capacity(5 + double_columns().len() + 2);
+    v.push(CqlValue::Text(key.meter.as_str().to_owned()));
+    v.push(CqlValue::Int(bucket_of(key.granularity, key.start)));
+    v.push(CqlValue::Timestamp(CqlTimestamp(key.start)));
+    v.push(CqlValue::BigInt(f.samples.min(i64::MAX as u64) as i64));
+    v.push(CqlValue::BigInt(f.covered_s.min(i64::MAX as u64) as i64));
+    for m in &f.measures {
+        v.push(CqlValue::Double(m.sum as f64 / 1000.0));
+        v.push(CqlValue::Double(m.min as f64 / 1000.0));
+        v.push(CqlValue::Double(m.max as f64 / 1000.0));
+        v.push(CqlValue::Double(m.avg));
+    }
+    v.push(CqlValue::Double(f.active_energy_wh));
+    v.push(CqlValue::Double(f.unmetered_wh));
+    if let Some(pf) = f.power_factor_avg {
+        v.push(CqlValue::Double(pf));
+    }
+    v.push(CqlValue::BigInt(write_ts_us));
+    if let Some(ttl) = ttl_s {
+        v.push(CqlValue::Int(ttl));
+    }
+    (f.power_factor_avg.is_some(), v)
+}
+
+/// Last write timestamp handed out in this process.
+static LAST_WRITE_TS: AtomicI64 = AtomicI64::new(i64::MIN);
+
+/// A write timestamp: wall-clock microseconds since the epoch, strictly greater than every
+/// timestamp handed out before in this process (`max(now, last + 1)`), so a later write of a row
+/// always wins even when the clock stands still or steps back.
+pub fn next_write_timestamp() -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros().min(i64::MAX as u128) as i64)
+        .unwrap_or(0);
+    let mut last = LAST_WRITE_TS.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last.saturating_add(1));
+        match LAST_WRITE_TS.compare_exchange_weak(last, next, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(actual) => last = actual,
+        }
+    }
+}
+
+/// Whether a failed request may succeed if tried again (timeouts, unavailable or overloaded
+/// nodes, broken connections, nodes restarting) as opposed to errors of the request itself.
+pub fn is_retryable(error: &ExecutionError) -> bool {
+    match error {
+        ExecutionError::BadQuery(_) | ExecutionError::UseKeyspaceError(_) => false,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::SerializationError(_)
+            | RequestAttemptError::CqlRequestSerialization(_)
+            | RequestAttemptError::RepreparedIdChanged { .. } => false,
+            RequestAttemptError::DbError(db, _) => !matches!(
+                db,
+                DbError::SyntaxError
+                    | DbError::Invalid
+                    | DbError::AlreadyExists { .. }
+                    | DbError::FunctionFailure { .. }
+                    | DbError::AuthenticationError
+                    | DbError::Unauthorized
+                    | DbError::ConfigError
+                    | DbError::ProtocolError
+            ),
+            _ => true,
+        },
+        _ => true,
+    }
+}
+
+/// The prepared statements of one view.
+struct Upserts {
+    with_pf: PreparedStatement,
+    without_pf: PreparedStatement,
+    select: PreparedStatement,
+    ttl_s: Option<i32>,
+}
+
+/// What the write tasks share: the session and the prepared statements.
+struct Shared {
+    session: Session,
+    /// Indexed by `Granularity as usize`.
+    views: Vec<Upserts>,
+    retry_initial: Duration,
+    retry_max: Duration,
+}
+
+impl Shared {
+    fn view(&self, granularity: Granularity) -> &Upserts {
+        &self.views[granularity as usize]
+    }
+}
+
+/// A connected session with the schema in place and the upserts prepared; owns the tokio
+/// runtime its requests run on. Share it between workers with an `Arc`.
+pub struct CassandraViews {
+    config: CassandraSinkConfig,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    handle: Handle,
+    /// `Option` only so that `Drop` can shut it down without blocking.
+    runtime: Option<Runtime>,
+}
+
+impl std::fmt::Debug for CassandraViews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CassandraViews")
+            .field("contact_points", &self.config.contact_points)
+            .field("keyspace", &self.config.keyspace)
+            .field("free_permits", &self.permits.available_permits())
+            .finish()
+    }
+}
+
+impl Drop for CassandraViews {
+    fn drop(&mut self) {
+        // Never blocks and never panics, even when dropped inside an async context.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl CassandraViews {
+    /// The configuration it was made with.
+    pub fn config(&self) -> &CassandraSinkConfig {
+        &self.config
+    }
+
+    /// Runs `fut` on the views' runtime and waits for it from any thread (also from inside
+    /// another runtime, where `block_on` would panic).
+    fn run<F>(&self, fut: F) -> Result<F::Output, CassandraError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        run_on(&self.handle, fut)
+    }
+
+    /// Runs one unprepared CQL statement (administration and tests, e.g. `DROP KEYSPACE`),
+    /// with the schema timeout.
+    pub fn execute(&self, cql: &str) -> Result<(), CassandraError> {
+        let shared = Arc::clone(&self.shared);
+        let mut statement = Statement::new(cql.to_owned());
+        statement.set_request_timeout(Some(self.config.schema_timeout));
+        self.run(async move { shared.session.query_unpaged(statement, &[]).await })?
+            .map(|_| ())
+            .map_err(|e| CassandraError::Query(e.to_string()))
+    }
+}
+
+fn run_on<F>(handle: &Handle, fut: F) -> Result<F::Output, CassandraError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    handle.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv()
+        .map_err(|_| CassandraError::Runtime("the Cassandra client runtime stopped".into()))
+}
+
+/// Connects, creates the keyspace and tables if missing, and prepares the statements.
+///
+/// Blocks the calling thread (up to `connect_timeout` for the connection, then up to
+/// `schema_timeout` per schema statement). A cluster that does not answer gives
+/// [`CassandraError::Unreachable`] with the addresses tried.
+pub fn connect(config: &CassandraSinkConfig) -> Result<CassandraViews, CassandraError> {
+    config.validate()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime_threads)
+        .thread_name("wattflow-cassandra")
+        .enable_all()
+        .build()
+        .map_err(|e| CassandraError::Runtime(e.to_string()))?;
+    let handle = runtime.handle().clone();
+    let cfg = config.clone();
+    let started = Instant::now();
+    let shared = run_on(&handle, async move { open(&cfg).await })??;
+    tracing::info!(
+        contact_points = %config.contact_points.join(", "),
+        keyspace = %config.keyspace,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "connected to Cassandra; speed-view schema in place"
+    );
+    Ok(CassandraViews {
+        config: config.clone(),
+        shared: Arc::new(shared),
+        permits: Arc::new(Semaphore::new(config.max_in_flight)),
+        handle,
+        runtime: Some(runtime),
+    })
+}
+
+async fn open(config: &CassandraSinkConfig) -> Result<Shared, CassandraError> {
+    let address = config.contact_points.join(", ");
+    let unreachable = |reason: String| CassandraError::Unreachable {
+        address: address.clone(),
+        reason,
+    };
+    let profile = ExecutionProfile::builder()
+        .request_timeout(Some(config.request_timeout))
+        .build()
+        .into_handle();
+    let builder = SessionBuilder::new()
+        .known_nodes(&config.contact_points)
+        .connection_timeout(config.connect_timeout)
+        .default_execution_profile_handle(profile);
+    let session = match tokio::time::timeout(config.connect_timeout, builder.build()).await {
+        Ok(Ok(session)) => session,
+        Ok(Err(e @ (NewSessionError::EmptyKnownNodesList | NewSessionError::IllegalConfig(_)))) => {
+            return Err(CassandraError::Config(e.to_string()))
+        }
+        Ok(Err(e)) => return Err(unreachable(e.to_string())),
+        Err(_) => {
+            return Err(unreachable(format!(
+                "no answer within {} ms",
+                config.connect_timeout.as_millis()
+            )))
+        }
+    };
+    let ks = &config.keyspace;
+    let mut schema = vec![keyspace_cql(ks, &config.replication)];
+    schema.extend(Granularity::ALL.map(|g| table_cql(ks, g)));
+    for cql in schema {
+        let mut statement = Statement::new(cql.clone());
+        statement.set_request_timeout(Some(config.schema_timeout));
+        session
+            .query_unpaged(statement, &[])
+            .await
+            .map_err(|e| CassandraError::Schema {
+                statement: cql,
+                reason: e.to_string(),
+            })?;
+    }
+    let ttl_s = config.minute_ttl.map(|d| d.as_secs() as i32);
+    let mut views = Vec::with_capacity(3);
+    for g in Granularity::ALL {
+        let ttl_s = if g == Granularity::Minute {
+            ttl_s
+        } else {
+            None
+        };
+        let with_pf = prepare(&session, upsert_cql(ks, g, true, ttl_s.is_some()), true).await?;
+        let without_pf = prepare(&session, upsert_cql(ks, g, false, ttl_s.is_some()), true).await?;
+        let select = prepare(&session, select_cql(ks, g), false).await?;
+        views.push(Upserts {
+            with_pf,
+            without_pf,
+            select,
+            ttl_s,
+        });
+    }
+    Ok(Shared {
+        session,
+        views,
+        retry_initial: config.retry_initial,
+        retry_max: config.retry_max,
+    })
+}
+
+async fn prepare(
+    session: &Session,
+    cql: String,
+    upsert: bool,
+) -> Result<PreparedStatement, CassandraError> {
+    let mut prepared = session
+        .prepare(cql.clone())
+        .await
+        .map_err(|e| CassandraError::Prepare {
+            statement: cql,
+            reason: e.to_string(),
+        })?;
+    // Upserts with explicit timestamps can be applied any number of times.
+    prepared.set_is_idempotent(upsert);
+    Ok(prepared)
+}
+
+/// Checks that the cluster answers (`SELECT release_version FROM system.local`).
+pub fn health_check(views: &CassandraViews) -> Result<(), CassandraError> {
+    let shared = Arc::clone(&views.shared);
+    let result = views.run(async move {
+        shared
+            .session
+            .query_unpaged("SELECT release_version FROM system.local", &[])
+            .await
+    })?;
+    let rows = result
+        .map_err(|e| CassandraError::Query(e.to_string()))?
+        .into_rows_result()
+        .map_err(|e| CassandraError::Query(e.to_string()))?;
+    let (version,): (String,) = rows
+        .single_row()
+        .map_err(|e| CassandraError::BadRow(e.to_string()))?;
+    tracing::debug!(%version, "Cassandra health check");
+    Ok(())
+}
+
+/// One row of a speed view, as read back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CassandraRow {
+    /// The meter.
+    pub meter: String,
+    /// Window start, ms since the epoch.
+    pub window_start: i64,
+    /// Readings in the window.
+    pub samples: i64,
+    /// Seconds of the window covered by readings.
+    pub covered_seconds: i64,
+    /// Every non-null double column by name (`voltage_avg`, `power_factor_avg`, ...).
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Reads the rows of `meter` in a granularity's view whose window starts in `[from_ms, to_ms)`,
+/// in window order, visiting every partition bucket of the range.
+pub fn read_view(
+    views: &CassandraViews,
+    granularity: Granularity,
+    meter: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<CassandraRow>, CassandraError> {
+    let buckets = buckets_between(granularity, from_ms, to_ms);
+    if buckets.len() > MAX_READ_BUCKETS {
+        return Err(CassandraError::Config(format!(
+            "range [{from_ms}, {to_ms}) spans more than {MAX_READ_BUCKETS} {granularity} buckets"
+        )));
+    }
+    let shared = Arc::clone(&views.shared);
+    let meter = meter.to_owned();
+    views.run(async move {
+        let select = &shared.view(granularity).select;
+        let mut out = Vec::new();
+        for bucket in buckets {
+            let mut paging = PagingState::start();
+            loop {
+                let values = (
+                    meter.as_str(),
+                    bucket,
+                    CqlTimestamp(from_ms),
+                    CqlTimestamp(to_ms),
+                );
+                let (result, next) = shared
+                    .session
+                    .execute_single_page(select, values, paging)
+                    .await
+                    .map_err(|e| CassandraError::Query(e.to_string()))?;
+                let rows = result
+                    .into_rows_result()
+                    .map_err(|e| CassandraError::Query(e.to_string()))?;
+                let names: Vec<String> = rows
+                    .column_specs()
+                    .iter()
+                    .map(|c| c.name().to_owned())
+                    .collect();
+                for row in rows
+                    .rows::<Row>()
+                    .map_err(|e| CassandraError::BadRow(e.to_string()))?
+                {
+                    let row = row.map_err(|e| CassandraError::BadRow(e.to_string()))?;
+                    out.push(to_row(&names, row)?);
+                }
+                match next {
+                    PagingStateResponse::HasMorePages { state } => paging = state,
+                    PagingStateResponse::NoMorePages => break,
+                }
+            }
+        }
+        Ok(out)
+    })?
+}
+
+fn to_row(names: &[String], row: Row) -> Result<CassandraRow, CassandraError> {
+    let mut out = CassandraRow {
+        meter: String::new(),
+        window_start: 0,
+        samples: 0,
+        covered_seconds: 0,
+        values: BTreeMap::new(),
+    };
+    for (name, value) in names.iter().zip(row.columns) {
+        match (name.as_str(), value) {
+            (_, None) => {}
+            ("meter", Some(CqlValue::Text(m))) => out.meter = m,
+            ("window_start", Some(CqlValue::Timestamp(t))) => out.window_start = t.0,
+            ("samples", Some(CqlValue::BigInt(n))) => out.samples = n,
+            ("covered_seconds", Some(CqlValue::BigInt(n))) => out.covered_seconds = n,
+            ("bucket", Some(CqlValue::Int(_))) => {}
+            (name, Some(CqlValue::Double(v))) => {
+                out.values.insert(name.to_owned(), v);
+            }
+            (name, Some(other)) => {
+                return Err(CassandraError::BadRow(format!(
+                    "column {name} holds {other:?}"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The update stream the sink consumes: `((window, aggregate), time, diff)` with `−old, +new`
+/// per change of a window, as produced by the window aggregation operator.
+pub type UpdateStream<'scope> = StreamVec<'scope, Time, ((WindowKey, Aggregate), Time, isize)>;
+
+/// Spreads windows over sink workers with a stable hash of `(meter, granularity, start)`.
+fn window_hash(key: &WindowKey) -> u64 {
+    splitmix(
+        key.meter.stable_hash() ^ splitmix(key.start as u64 ^ ((key.granularity as u64) << 62)),
+    )
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The backoff before retry `attempt`: `base` ±20 %, spread by the row's write timestamp so
+/// that writes failing together do not come back together.
+fn jittered(base: Duration, write_ts: i64, attempt: u32) -> Duration {
+    let h = splitmix(write_ts as u64 ^ ((attempt as u64) << 48));
+    let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
+    base.mul_f64(0.8 + 0.4 * unit)
+}
+
+/// One collapsed upsert waiting for, or holding, a permit.
+struct Write {
+    key: WindowKey,
+    agg: Aggregate,
+    write_ts: i64,
+    /// Upserts of the same input time still unacknowledged.
+    pending: Arc<AtomicUsize>,
+}
+
+/// Wakes the sink operator from the write tasks.
+struct Waker {
+    activator: timely::scheduling::activate::SyncActivator,
+    /// Set by the operator while writes wait for permits: the next task to finish wakes it.
+    armed: AtomicBool,
+}
+
+impl Waker {
+    fn wake(&self, time_done: bool) {
+        if time_done || self.armed.swap(false, Ordering::AcqRel) {
+            // Fails only when the worker is gone; then there is nobody to wake.
+            let _ = self.activator.activate();
+        }
+    }
+}
+
+/// Writes one row, retrying retryable failures forever with backoff.
+async fn write_row(
+    shared: Arc<Shared>,
+    stats: Arc<CassandraStats>,
+    waker: Arc<Waker>,
+    permit: OwnedSemaphorePermit,
+    write: Write,
+) {
+    let view = shared.view(write.key.granularity);
+    let (with_pf, values) = upsert_values(&write.key, &write.agg, write.write_ts, view.ttl_s);
+    let statement = if with_pf {
+        &view.with_pf
+    } else {
+        &view.without_pf
+    };
+    let mut delay = shared.retry_initial;
+    let mut attempt = 0u32;
+    loop {
+        match shared.session.execute_unpaged(statement, &values).await {
+            Ok(_) => {
+                stats.rows_written.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Err(e) if is_retryable(&e) => {
+                attempt = attempt.saturating_add(1);
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                let wait = jittered(delay, write.write_ts, attempt);
+                if attempt > QUIET_RETRIES {
+                    tracing::warn!(
+                        meter = %write.key.meter, granularity = %write.key.granularity,
+                        window_start = write.key.start, attempt, retry_in_ms = wait.as_millis() as u64,
+                        error = %e, "Cassandra upsert failed; retrying"
+                    );
+                } else {
+                    tracing::debug!(
+                        meter = %write.key.meter, window_start = write.key.start, attempt,
+                        error = %e, "Cassandra upsert failed; retrying"
+                    );
+                }
+                tokio::time::sleep(wait).await;
+                delay = delay.saturating_mul(2).min(shared.retry_max);
+            }
+            Err(e) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    meter = %write.key.meter, granularity = %write.key.granularity,
+                    window_start = write.key.start, error = %e,
+                    "Cassandra upsert failed and cannot succeed by retrying; row given up"
+                );
+                break;
+            }
+        }
+    }
+    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    // Free the permit before waking, so the woken operator can use it.
+    drop(permit);
+    let time_done = write.pending.fetch_sub(1, Ordering::AcqRel) == 1;
+    waker.wake(time_done);
+}
+
+/// Updates of one input time not yet complete: the last `+` of each window.
+struct OpenTime {
+    cap: Option<Capability<Time>>,
+    windows: FxMap<WindowKey, Aggregate>,
+}
+
+/// A capability for `time` on output 0, from the capability of the message carrying it.
+fn hold(cap: &InputCapability<Time>, time: Time) -> Option<Capability<Time>> {
+    if cap.stamp().iter().any(|s| *s <= time) {
+        Some(cap.delayed(&time, 0))
+    } else {
+        // A record earlier than its message (not produced by wattflow's operators): hold the
+        // message's own time, or nothing for a message that makes no progress claims.
+        cap.retain_least(0)
+    }
+}
+
+/// Writes every change of the window aggregates to the Cassandra speed views and returns the
+/// durability frontier: a data-less stream whose frontier passes a time once every upsert of
+/// that time has been acknowledged (see the module docs).
+///
+/// `stats` may be shared with other sinks and read at any time.
+pub fn cassandra_sink<'scope>(
+    updates: UpdateStream<'scope>,
+    views: Arc<CassandraViews>,
+    stats: Arc<CassandraStats>,
+) -> StreamVec<'scope, Time, ()> {
+    let scope = updates.scope();
+    let mut builder = OperatorBuilder::new("CassandraViewSink".to_owned(), scope);
+    let pact =
+        Exchange::new(|((key, _), _, _): &((WindowKey, Aggregate), Time, isize)| window_hash(key));
+    let mut input = builder.new_input(updates, pact);
+    let (output, durable) = builder.new_output::<Vec<()>>();
+    let address = builder.operator_info().address;
+    let activator = scope.activator_for(Rc::clone(&address));
+    let waker = Arc::new(Waker {
+        activator: scope.worker().sync_activator_for(address.to_vec()),
+        armed: AtomicBool::new(false),
+    });
+
+    builder.build(move |initial_capabilities| {
+        drop(initial_capabilities);
+        // Never used to send: kept so the output exists for as long as the operator.
+        let _output = output;
+        let mut open: BTreeMap<Time, OpenTime> = BTreeMap::new();
+        let mut queue: VecDeque<Write> = VecDeque::new();
+        let mut held: Vec<(Option<Capability<Time>>, Arc<AtomicUsize>)> = Vec::new();
+        move |frontiers| {
+            input.for_each_stamp(|cap, data| {
+                for container in data {
+                    for ((key, agg), time, diff) in container.drain(..) {
+                        let entry = open.entry(time).or_insert_with(|| OpenTime {
+                            cap: hold(&cap, time),
+                            windows: FxMap::default(),
+                        });
+                        // The `+` of a change comes after its `−` on the one channel from the
+                        // window's producer, so the last `+` is the window's value at `time`.
+                        if diff > 0 {
+                            entry.windows.insert(key, agg);
+                        }
+                    }
+                }
+            });
+
+            // Times the input frontier has passed are complete: hand their upserts over.
+            let frontier = frontiers[0].frontier();
+            while let Some(entry) = open.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let OpenTime { cap, windows } = entry.remove();
+                if windows.is_empty() {
+                    continue;
+                }
+                let pending = Arc::new(AtomicUsize::new(windows.len()));
+                for (key, agg) in windows {
+                    queue.push_back(Write {
+                        key,
+                        agg,
+                        write_ts: next_write_timestamp(),
+                        pending: Arc::clone(&pending),
+                    });
+                }
+                held.push((cap, pending));
+            }
+
+            // Start as many as the permits allow; the rest wait for a finishing task.
+            while !queue.is_empty() {
+                match Arc::clone(&views.permits).try_acquire_owned() {
+                    Ok(permit) => {
+                        if let Some(write) = queue.pop_front() {
+                            stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                            views.handle.spawn(write_row(
+                                Arc::clone(&views.shared),
+                                Arc::clone(&stats),
+                                Arc::clone(&waker),
+                                permit,
+                                write,
+                            ));
+                        }
+                    }
+                    Err(_) => {
+                        waker.armed.store(true, Ordering::Release);
+                        break;
+                    }
+                }
+            }
+
+            // Release the times whose upserts are all acknowledged.
+            held.retain(|(_, pending)| pending.load(Ordering::Acquire) > 0);
+
+            if !queue.is_empty() || !held.is_empty() {
+                activator.activate_after(POLL_INTERVAL);
+            }
+        }
+    });
+    durable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MeterId, Origin, Reading};
+    use std::sync::atomic::AtomicU32;
+    use timely::dataflow::operators::{Input, Probe};
+    use timely::dataflow::{InputHandle, ProbeHandle};
+
+    type Update = ((WindowKey, Aggregate), Time, isize);
+
+    fn ms(y: i64, m: u32, d: u32, h: u32, mi: u32) -> i64 {
+        time::naive_to_ms(y, m, d, h, mi, 0).unwrap()
+    }
+
+    fn reading(meter: &str, ts: i64, p: i32, q: i32) -> Reading {
+        Reading {
+            meter: MeterId::new(meter).unwrap(),
+            ts,
+            interval_s: 60,
+            values: [p, q, 234_840, 18_400, 1_000, 2_000, 17_000],
+            origin: Origin::default(),
+        }
+    }
+
+    fn key(meter: &str, granularity: Granularity, ts: i64) -> WindowKey {
+        WindowKey {
+            meter: MeterId::new(meter).unwrap(),
+            granularity,
+            start: granularity.window_start(ts),
+        }
+    }
+
+    #[test]
+    fn buckets_bound_partitions_by_day_month_and_year() {
+        let t = ms(2008, 2, 29, 23, 59);
+        assert_eq!(bucket_of(Granularity::Minute, t), (t / 86_400_000) as i32);
+        assert_eq!(bucket_of(Granularity::Minute, 0), 0);
+        assert_eq!(bucket_of(Granularity::Minute, 86_400_000), 1);
+        assert_eq!(bucket_of(Granularity::Hour, t), 200_802);
+        assert_eq!(
+            bucket_of(Granularity::Hour, ms(2006, 12, 31, 23, 0)),
+            200_612
+        );
+        assert_eq!(bucket_of(Granularity::Day, t), 2008);
+        assert_eq!(bucket_of(Granularity::Minute, -1), -1);
+        assert_eq!(bucket_of(Granularity::Minute, i64::MAX), i32::MAX);
+    }
+
+    #[test]
+    fn buckets_between_visits_every_partition_of_a_range() {
+        let from = ms(2006, 12, 30, 12, 0);
+        let to = ms(2007, 1, 2, 0, 0);
+        let days: Vec<i32> = (0..3).map(|i| (from / DAY_MS) as i32 + i).collect();
+        assert_eq!(buckets_between(Granularity::Minute, from, to), days);
+        assert_eq!(
+            buckets_between(Granularity::Hour, from, to),
+            vec![200_612, 200_701]
+        );
+        assert_eq!(
+            buckets_between(Granularity::Day, from, ms(2009, 1, 1, 0, 0)),
+            vec![2006, 2007, 2008]
+        );
+        assert!(buckets_between(Granularity::Hour, to, from).is_empty());
+        assert!(buckets_between(Granularity::Minute, 0, i64::MAX).len() > MAX_READ_BUCKETS);
+    }
+
+    #[test]
+    fn tables_are_named_by_granularity() {
+        assert_eq!(table_of(Granularity::Minute), "minute_view");
+        assert_eq!(table_of(Granularity::Hour), "hour_view");
+        assert_eq!(table_of(Granularity::Day), "day_view");
+    }
+
+    #[test]
+    fn cql_text_has_the_contract_columns() {
+        assert_eq!(
+            keyspace_cql("ks", DEFAULT_REPLICATION),
+            "CREATE KEYSPACE IF NOT EXISTS ks WITH replication = \
+             {'class': 'SimpleStrategy', 'replication_factor': 1}"
+        );
+        let table = table_cql("ks", Granularity::Hour);
+        assert!(table.starts_with(
+            "CREATE TABLE IF NOT EXISTS ks.hour_view (meter text, bucket int, \
+             window_start timestamp, samples bigint, covered_seconds bigint, \
+             global_active_power_sum double, global_active_power_min double, "
+        ));
+        assert!(table.ends_with(
+            "active_energy_wh double, unmetered_wh double, power_factor_avg double, \
+             PRIMARY KEY ((meter, bucket), window_start))"
+        ));
+        assert_eq!(table.matches(" double").count(), 7 * 4 + 3);
+
+        let with = upsert_cql("ks", Granularity::Minute, true, true);
+        assert!(with.starts_with("INSERT INTO ks.minute_view (meter, bucket, window_start, "));
+        assert!(with.ends_with("USING TIMESTAMP ? AND TTL ?"));
+        assert!(with.contains("power_factor_avg"));
+        assert_eq!(with.matches('?').count(), 5 + 31 + 2);
+        let without = upsert_cql("ks", Granularity::Day, false, false);
+        assert!(!without.contains("power_factor_avg"));
+        assert!(without.ends_with(") USING TIMESTAMP ?"));
+        assert_eq!(without.matches('?').count(), 5 + 30 + 1);
+        assert_eq!(
+            select_cql("ks", Granularity::Day),
+            "SELECT * FROM ks.day_view WHERE meter = ? AND bucket = ? \
+             AND window_start >= ? AND window_start < ?"
+        );
+    }
+
+    #[test]
+    fn values_follow_the_statement_and_skip_a_missing_power_factor() {
+        let r = reading("h1", ms(2007, 1, 1, 10, 5), 4_216, 418);
+        let k = key("h1", Granularity::Minute, r.ts);
+        let (has_pf, v) = upsert_values(&k, &Aggregate::of(&r), 42, Some(600));
+        assert!(has_pf);
+        assert_eq!(v.len(), 5 + 31 + 2);
+        assert_eq!(v[0], CqlValue::Text("h1".into()));
+        assert_eq!(v[1], CqlValue::Int(bucket_of(Granularity::Minute, k.start)));
+        assert_eq!(v[2], CqlValue::Timestamp(CqlTimestamp(k.start)));
+        assert_eq!(v[3], CqlValue::BigInt(1));
+        assert_eq!(v[4], CqlValue::BigInt(60));
+        assert_eq!(v[5], CqlValue::Double(4.216)); // global_active_power_sum
+        assert_eq!(v[v.len() - 2], CqlValue::BigInt(42));
+        assert_eq!(v[v.len() - 1], CqlValue::Int(600));
+
+        let zero = reading("h1", r.ts, 0, 0);
+        let (has_pf, v) = upsert_values(&k, &Aggregate::of(&zero), 43, None);
+        assert!(!has_pf);
+        assert_eq!(v.len(), 5 + 30 + 1);
+        assert_eq!(v[v.len() - 1], CqlValue::BigInt(43));
+    }
+
+    #[test]
+    fn write_timestamps_strictly_increase_across_threads() {
+        let handles: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..5_000).map(|_| next_write_timestamp()).collect()))
+            .collect();
+        let mut all: Vec<i64> = Vec::new();
+        for h in handles {
+            let ts: Vec<i64> = h.join().unwrap();
+            assert!(ts.windows(2).all(|w| w[0] < w[1]));
+            all.extend(ts);
+        }
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "every timestamp is unique in the process");
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64;
+        assert!(
+            (all[0] - now_us).abs() < 60_000_000,
+            "wall-clock microseconds"
+        );
+    }
+
+    #[test]
+    fn config_defaults_validate_and_round_trip() {
+        let c = CassandraSinkConfig::default();
+        assert_eq!(c.contact_points, vec!["127.0.0.1:9042".to_owned()]);
+        assert_eq!(c.max_in_flight, 256);
+        c.validate().unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("\"retry_initial\":100"), "{json}");
+        let back: CassandraSinkConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        let partial: CassandraSinkConfig =
+            serde_json::from_str(r#"{"keyspace": "views", "minute_ttl": 86400000}"#).unwrap();
+        assert_eq!(partial.minute_ttl, Some(Duration::from_secs(86_400)));
+        assert_eq!(partial.retry_max, DEFAULT_RETRY_MAX);
+        assert!(serde_json::from_str::<CassandraSinkConfig>(r#"{"keyspcae": "x"}"#).is_err());
+
+        for bad in [
+            CassandraSinkConfig {
+                keyspace: "drop table;".into(),
+                ..c.clone()
+            },
+            CassandraSinkConfig {
+                keyspace: "1abc".into(),
+                ..c.clone()
+            },
+            CassandraSinkConfig {
+                replication: "{'class': 'X'}; DROP KEYSPACE y".into(),
+                ..c.clone()
+            },
+            CassandraSinkConfig {
+                minute_ttl: Some(Duration::from_millis(1500)),
+                ..c.clone()
+            },
+            CassandraSinkConfig {
+                max_in_flight: 0,
+                ..c.clone()
+            },
+            CassandraSinkConfig {
+                retry_max: Duration::from_millis(10),
+                ..c.clone()
+            },
+            CassandraSinkConfig {
+                contact_points: vec![],
+                ..c.clone()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(CassandraError::Config(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retryable_errors_are_told_apart_from_hopeless_ones() {
+        let db = |e: DbError| {
+            ExecutionError::LastAttemptError(RequestAttemptError::DbError(e, String::new()))
+        };
+        assert!(is_retryable(&ExecutionError::RequestTimeout(
+            Duration::from_secs(1)
+        )));
+        assert!(is_retryable(&db(DbError::Overloaded)));
+        assert!(is_retryable(&db(DbError::IsBootstrapping)));
+        assert!(is_retryable(&ExecutionError::EmptyPlan));
+        assert!(!is_retryable(&db(DbError::Invalid)));
+        assert!(!is_retryable(&db(DbError::SyntaxError)));
+        assert!(!is_retryable(&db(DbError::Unauthorized)));
+    }
+
+    #[test]
+    fn backoff_jitter_stays_within_twenty_percent() {
+        let base = Duration::from_millis(1000);
+        for attempt in 0..50 {
+            let d = jittered(base, 1_700_000_000_000_000 + attempt as i64 * 7, attempt);
+            assert!(d >= Duration::from_millis(800) && d <= Duration::from_millis(1200));
+        }
+    }
+
+    #[test]
+    fn an_unreachable_cluster_fails_fast_with_its_address() {
+        // A closed local port: refused at once. (Nothing listens on port 1.)
+        let config = CassandraSinkConfig {
+            connect_timeout: Duration::from_secs(3),
+            ..CassandraSinkConfig::new("127.0.0.1:1")
+        };
+        let started = Instant::now();
+        match connect(&config) {
+            Err(CassandraError::Unreachable { address, .. }) => assert_eq!(address, "127.0.0.1:1"),
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    // ---- against a real Cassandra: only when WATTFLOW_CASSANDRA names a node ----------------
+
+    /// Real-Cassandra tests share the node; the restart test takes it for itself.
+    static NODE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+    fn shared_node() -> std::sync::RwLockReadGuard<'static, ()> {
+        NODE.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn real_cassandra(test: &str) -> Option<CassandraSinkConfig> {
+        match std::env::var("WATTFLOW_CASSANDRA") {
+            Ok(addr) if !addr.is_empty() => {
+                static N: AtomicU32 = AtomicU32::new(0);
+                let n = N.fetch_add(1, Ordering::Relaxed);
+                Some(CassandraSinkConfig {
+                    keyspace: format!("wattflow_test_{}_{n}", std::process::id()),
+                    connect_timeout: Duration::from_secs(30),
+                    ..CassandraSinkConfig::new(addr)
+                })
+            }
+            _ => {
+                eprintln!("skipping {test}: set WATTFLOW_CASSANDRA=127.0.0.1:9042 to run it");
+                None
+            }
+        }
+    }
+
+    /// Drops the test keyspace when the test ends, passed or not.
+    struct DropKeyspace(Arc<CassandraViews>);
+
+    impl Drop for DropKeyspace {
+        fn drop(&mut self) {
+            let ks = self.0.config().keyspace.clone();
+            if let Err(e) = self.0.execute(&format!("DROP KEYSPACE IF EXISTS {ks}")) {
+                eprintln!("could not drop {ks}: {e}");
+            }
+        }
+    }
+
+    /// Runs `batches` (time, updates) through a two-worker graph into the sink and waits until
+    /// its durability frontier has passed the last time.
+    fn run_graph(
+        views: Arc<CassandraViews>,
+        stats: Arc<CassandraStats>,
+        batches: Vec<(Time, Vec<Update>)>,
+    ) -> Duration {
+        let end = batches.iter().map(|(t, _)| *t).max().unwrap_or(0) + 1;
+        let batches = Arc::new(batches);
+        let started = Instant::now();
+        timely::execute(timely::Config::process(2), move |worker| {
+            let mut input = InputHandle::<Time, _>::new();
+            let probe = ProbeHandle::new();
+            let (views, stats) = (Arc::clone(&views), Arc::clone(&stats));
+            worker.dataflow::<Time, _, _>(|scope| {
+                let updates: UpdateStream = scope.input_from(&mut input);
+                cassandra_sink(updates, views, stats).probe_with(&probe);
+            });
+            if worker.index() == 0 {
+                for (time, updates) in batches.iter() {
+                    input.advance_to(*time);
+                    for u in updates {
+                        input.send(*u);
+                    }
+                }
+            }
+            input.advance_to(end);
+            while probe.less_than(&end) {
+                worker.step();
+            }
+        })
+        .expect("timely runs");
+        started.elapsed()
+    }
+
+    #[test]
+    fn schema_creation_is_idempotent() {
+        let Some(config) = real_cassandra("schema_creation_is_idempotent") else {
+            return;
+        };
+        let _node = shared_node();
+        let started = Instant::now();
+        let first = Arc::new(connect(&config).expect("first connect"));
+        let first_took = started.elapsed();
+        let _cleanup = DropKeyspace(Arc::clone(&first));
+        let started = Instant::now();
+        let second = connect(&config).expect("second connect: schema exists already");
+        eprintln!(
+            "connect + schema: first {first_took:?}, again {:?}",
+            started.elapsed()
+        );
+        health_check(&second).expect("health check");
+        let rows = read_view(&second, Granularity::Day, "nobody", 0, ms(1971, 1, 1, 0, 0));
+        assert_eq!(rows, Ok(vec![]));
+    }
+
+    #[test]
+    fn graph_writes_exactly_the_final_values() {
+        let Some(config) = real_cassandra("graph_writes_exactly_the_final_values") else {
+            return;
+        };
+        let _node = shared_node();
+        let views = Arc::new(connect(&config).expect("connect"));
+        let _cleanup = DropKeyspace(Arc::clone(&views));
+        let stats = CassandraStats::new();
+
+        // Minute windows on both sides of midnight (two buckets), their hour and day.
+        let t0 = ms(2006, 12, 31, 23, 59);
+        let t1 = ms(2007, 1, 1, 0, 0);
+        let a1 = Aggregate::of(&reading("h1", t0, 1_000, 100));
+        let mut a2 = a1;
+        a2.add(&reading("h1", t0 + 30_000, 3_000, 0));
+        let mut a3 = a2;
+        a3.add(&reading("h1", t0 + 45_000, 2_500, 50));
+        let no_pf = Aggregate::of(&reading("h1", t1, 0, 0));
+        let other = Aggregate::of(&reading("h2", t1, 7_777, 1));
+        let m0 = key("h1", Granularity::Minute, t0);
+        let m1 = key("h1", Granularity::Minute, t1);
+        let h0 = key("h1", Granularity::Hour, t0);
+        let d0 = key("h1", Granularity::Day, t0);
+        let o1 = key("h2", Granularity::Minute, t1);
+        let batches = vec![
+            (
+                10,
+                vec![((m0, a1), 10, 1), ((h0, a1), 10, 1), ((d0, a1), 10, 1)],
+            ),
+            (
+                // −old, +new at one time, twice over for m0 (collapses to a3).
+                11,
+                vec![
+                    ((m0, a1), 11, -1),
+                    ((m0, a2), 11, 1),
+                    ((m0, a2), 11, -1),
+                    ((m0, a3), 11, 1),
+                    ((h0, a1), 11, -1),
+                    ((h0, a2), 11, 1),
+                    ((m1, no_pf), 11, 1),
+                    ((o1, other), 11, 1),
+                ],
+            ),
+            // A later, newer value of the hour.
+            (12, vec![((h0, a2), 12, -1), ((h0, a3), 12, 1)]),
+        ];
+        let took = run_graph(Arc::clone(&views), Arc::clone(&stats), batches);
+        let (written, errors, retries, in_flight) = stats.snapshot();
+        eprintln!("graph took {took:?}: {written} rows, {errors} errors, {retries} retries");
+        // Collapsed: 3 at time 10, 4 at time 11, 1 at time 12.
+        assert_eq!((written, errors, in_flight), (8, 0, 0));
+
+        let check = |row: &CassandraRow, k: &WindowKey, agg: &Aggregate| {
+            let f = agg.finish();
+            assert_eq!(row.meter, k.meter.as_str());
+            assert_eq!(row.window_start, k.start);
+            assert_eq!(row.samples, f.samples as i64);
+            assert_eq!(row.covered_seconds, f.covered_s as i64);
+            for (m, fm) in Measure::ALL.iter().zip(f.measures.iter()) {
+                let get = |stat: &str| row.values[&format!("{}_{stat}", m.name())];
+                assert_eq!(get("sum"), fm.sum as f64 / 1000.0);
+                assert_eq!(get("min"), fm.min as f64 / 1000.0);
+                assert_eq!(get("max"), fm.max as f64 / 1000.0);
+                assert_eq!(get("avg"), fm.avg);
+            }
+            assert_eq!(row.values["active_energy_wh"], f.active_energy_wh);
+            assert_eq!(row.values["unmetered_wh"], f.unmetered_wh);
+            assert_eq!(
+                row.values.get("power_factor_avg").copied(),
+                f.power_factor_avg
+            );
+        };
+
+        let day_start = ms(2006, 12, 31, 0, 0);
+        let minutes = read_view(
+            &views,
+            Granularity::Minute,
+            "h1",
+            day_start,
+            day_start + 2 * DAY_MS,
+        )
+        .expect("read minutes");
+        assert_eq!(minutes.len(), 2, "{minutes:?}");
+        check(&minutes[0], &m0, &a3);
+        check(&minutes[1], &m1, &no_pf);
+        assert!(!minutes[1].values.contains_key("power_factor_avg"));
+        // Half-open range: the window starting at `to` is not included.
+        let only_first =
+            read_view(&views, Granularity::Minute, "h1", m0.start, m1.start).expect("read");
+        assert_eq!(only_first.len(), 1);
+
+        let hours =
+            read_view(&views, Granularity::Hour, "h1", day_start, t1 + DAY_MS).expect("read hours");
+        assert_eq!(hours.len(), 1);
+        check(&hours[0], &h0, &a3);
+        let days = read_view(&views, Granularity::Day, "h1", 0, t1 + DAY_MS).expect("read days");
+        assert_eq!(days.len(), 1);
+        check(&days[0], &d0, &a1);
+        let h2 = read_view(&views, Granularity::Minute, "h2", t1, t1 + 60_000).expect("read h2");
+        assert_eq!(h2.len(), 1);
+        check(&h2[0], &o1, &other);
+
+        // A stale write with an older timestamp loses to what is there.
+        let stale_ts = LAST_WRITE_TS.load(Ordering::Relaxed) - 1_000_000;
+        let (_, values) = upsert_values(&h0, &a1, stale_ts, None);
+        let shared = Arc::clone(&views.shared);
+        views
+            .run(async move {
+                shared
+                    .session
+                    .execute_unpaged(&shared.view(Granularity::Hour).with_pf, values)
+                    .await
+            })
+            .expect("runtime")
+            .expect("stale upsert");
+        let hours = read_view(&views, Granularity::Hour, "h1", h0.start, h0.end()).expect("read");
+        check(&hours[0], &h0, &a3);
+    }
+
+    #[test]
+    fn many_windows_throughput() {
+        let Some(config) = real_cassandra("many_windows_throughput") else {
+            return;
+        };
+        let _node = shared_node();
+        let views = Arc::new(connect(&config).expect("connect"));
+        let _cleanup = DropKeyspace(Arc::clone(&views));
+        let stats = CassandraStats::new();
+        // Two days of minutes for 5 meters, in 48 hourly epochs: 14,400 upserts.
+        let start = ms(2007, 3, 1, 0, 0);
+        let mut batches = Vec::new();
+        for hour in 0..48i64 {
+            let time = (start + hour * 3_600_000) as Time;
+            let mut updates = Vec::new();
+            for meter in ["m1", "m2", "m3", "m4", "m5"] {
+                for minute in 0..60 {
+                    let ts = start + hour * 3_600_000 + minute * 60_000;
+                    let agg = Aggregate::of(&reading(meter, ts, 1_000 + minute as i32, 10));
+                    updates.push(((key(meter, Granularity::Minute, ts), agg), time, 1));
+                }
+            }
+            batches.push((time, updates));
+        }
+        let took = run_graph(Arc::clone(&views), Arc::clone(&stats), batches);
+        let (written, errors, retries, _) = stats.snapshot();
+        eprintln!(
+            "{written} upserts in {took:?}: {:.0} rows/s ({retries} retries)",
+            written as f64 / took.as_secs_f64()
+        );
+        assert_eq!((written, errors), (14_400, 0));
+        let rows =
+            read_view(&views, Granularity::Minute, "m3", start, start + 2 * DAY_MS).expect("read");
+        assert_eq!(rows.len(), 2 * 1440);
+        assert!(rows
+            .windows(2)
+            .all(|w| w[0].window_start < w[1].window_start));
+    }
+
+    #[test]
+    fn writes_survive_a_cassandra_restart() {
+        let Some(config) = real_cassandra("writes_survive_a_cassandra_restart") else {
+            return;
+        };
+        if std::env::var("WATTFLOW_CASSANDRA_RESTART_TEST").as_deref() != Ok("1") {
+            eprintln!("skipping the restart test: set WATTFLOW_CASSANDRA_RESTART_TEST=1");
+            return;
+        }
+        let _node = NODE.write().unwrap_or_else(|e| e.into_inner());
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh");
+        let services = |what: &str| {
+            let status = std::process::Command::new(script)
+                .args([what, "cassandra"])
+                .status()
+                .expect("run services.sh");
+            assert!(status.success(), "services.sh {what} cassandra failed");
+        };
+        let config = CassandraSinkConfig {
+            retry_max: Duration::from_secs(2),
+            ..config
+        };
+        let views = Arc::new(connect(&config).expect("connect"));
+        let _cleanup = DropKeyspace(Arc::clone(&views));
+        let stats = CassandraStats::new();
+        let start = ms(2007, 6, 1, 0, 0);
+        let batch = move |hour: i64| {
+            let time = (start + hour * 3_600_000) as Time;
+            let updates: Vec<Update> = (0..60)
+                .map(|minute| {
+                    let ts = start + hour * 3_600_000 + minute * 60_000;
+                    let agg = Aggregate::of(&reading("r1", ts, 500 + minute as i32, 5));
+                    ((key("r1", Granularity::Minute, ts), agg), time, 1)
+                })
+                .collect();
+            (time, updates)
+        };
+        // One hour written while Cassandra is up.
+        run_graph(Arc::clone(&views), Arc::clone(&stats), vec![batch(0)]);
+        assert_eq!(stats.snapshot().0, 60);
+
+        services("down");
+        let writer = {
+            let (views, stats) = (Arc::clone(&views), Arc::clone(&stats));
+            std::thread::spawn(move || run_graph(views, stats, (1..4).map(batch).collect()))
+        };
+        std::thread::sleep(Duration::from_secs(30));
+        assert!(
+            !writer.is_finished(),
+            "the durability frontier must wait for Cassandra"
+        );
+        let retries_while_down = stats.snapshot().2;
+        services("up");
+        let took = writer.join().expect("writer thread");
+        let (written, errors, retries, _) = stats.snapshot();
+        eprintln!(
+            "restart: graph finished after {took:?}; {written} rows, {retries} retries \
+             ({retries_while_down} while down), {errors} errors"
+        );
+        assert!(retries_while_down > 0);
+        assert_eq!((written, errors), (4 * 60, 0));
+        let rows = read_view(&views, Granularity::Minute, "r1", start, start + DAY_MS)
+            .expect("read after restart");
+        assert_eq!(rows.len(), 4 * 60);
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row.window_start, start + i as i64 * 60_000);
+            assert_eq!(
+                row.values["global_active_power_sum"],
+                (500 + (i % 60) as i32) as f64 / 1000.0
+            );
+        }
+    }
+}
