@@ -123,8 +123,9 @@ pub struct ParquetShare {
     index: u32,
     path: PathBuf,
     format: TextFormat,
-    /// (row group, first row number of the group), this worker's only.
-    groups: Vec<(usize, u64)>,
+    /// (row group, first row number of the group, its share of the file's bytes), this
+    /// worker's only.
+    groups: Vec<(usize, u64, u64)>,
     next: usize,
     dates: DateCache,
 }
@@ -140,11 +141,20 @@ impl ParquetShare {
     ) -> Result<ParquetShare, SourceError> {
         let builder = open_builder(path)?;
         let format = format_for(path, &builder, config)?;
+        let file_len = std::fs::metadata(path)
+            .map_err(|source| SourceError::Io {
+                path: path.to_owned(),
+                source,
+            })?
+            .len();
+        let total_rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
         let mut first_row = 1u64;
         let mut groups = Vec::new();
         for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
             if i % peers == worker {
-                groups.push((i, first_row));
+                // The file's bytes, shared out by rows (column-chunk sizes need not add up to it).
+                let share = file_len * rg.num_rows().max(0) as u64 / total_rows;
+                groups.push((i, first_row, share));
             }
             first_row += rg.num_rows() as u64;
         }
@@ -175,7 +185,6 @@ impl ParquetShare {
             let outcome = self
                 .format
                 .parse_line(line.as_bytes(), origin, &mut self.dates);
-            chunk.bytes += line.len() as u64;
             chunk.push_line(outcome, origin, line.as_bytes());
         }
     }
@@ -183,7 +192,7 @@ impl ParquetShare {
 
 impl ChunkReader for ParquetShare {
     fn next_chunk(&mut self) -> Result<Option<Chunk>, SourceError> {
-        let Some(&(group, first_row)) = self.groups.get(self.next) else {
+        let Some(&(group, first_row, compressed)) = self.groups.get(self.next) else {
             return Ok(None);
         };
         self.next += 1;
@@ -192,7 +201,11 @@ impl ChunkReader for ParquetShare {
             .with_batch_size(64 * 1024)
             .build()
             .map_err(|e| perr(&self.path, e))?;
-        let mut chunk = Chunk::default();
+        // Progress in bytes of the file.
+        let mut chunk = Chunk {
+            bytes: compressed,
+            ..Chunk::default()
+        };
         let mut row = first_row;
         for batch in reader {
             let batch = batch.map_err(|e| perr(&self.path, e))?;

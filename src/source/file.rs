@@ -88,9 +88,10 @@ pub struct SourceStats {
     pub missing: AtomicU64,
     /// Rows refused by the source (malformed, absurd, too late).
     pub rejected: AtomicU64,
-    /// Bytes of input consumed (uncompressed for gzip).
+    /// Bytes of the input files consumed (compressed bytes for gzip, column-chunk bytes for
+    /// Parquet), the unit of `total_bytes`.
     pub bytes: AtomicU64,
-    /// Total bytes to read where known (plain files), for progress bars.
+    /// Total size of the input files, for progress bars.
     pub total_bytes: AtomicU64,
 }
 
@@ -257,19 +258,47 @@ pub fn check_inputs(config: &FileSourceConfig) -> Result<u64, SourceError> {
     Ok(total)
 }
 
-fn open_text(path: &Path) -> Result<Box<dyn BufRead>, SourceError> {
+/// Counts the bytes read through it, so progress is measured in bytes of the file on disk
+/// (compressed bytes for gzip), the same unit as the progress total.
+struct CountingReader<R> {
+    inner: R,
+    count: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Opens a text file (plain or gzip'd) for line reading; the counter follows the bytes of the
+/// file itself that have been consumed.
+fn open_text_counted(
+    path: &Path,
+) -> Result<(Box<dyn BufRead>, std::rc::Rc<std::cell::Cell<u64>>), SourceError> {
     let io = |source| SourceError::Io {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
-    Ok(match detect_kind(path)? {
+    let count = std::rc::Rc::new(std::cell::Cell::new(0));
+    let file = CountingReader {
+        inner: File::open(path).map_err(io)?,
+        count: std::rc::Rc::clone(&count),
+    };
+    let reader: Box<dyn BufRead> = match detect_kind(path)? {
         FileKind::GzipText => Box::new(BufReader::with_capacity(
             1 << 20,
             flate2::read::MultiGzDecoder::new(file),
         )),
         _ => Box::new(BufReader::with_capacity(1 << 20, file)),
-    })
+    };
+    Ok((reader, count))
+}
+
+fn open_text(path: &Path) -> Result<Box<dyn BufRead>, SourceError> {
+    open_text_counted(path).map(|(reader, _)| reader)
 }
 
 /// Opens worker `worker`'s share (of `peers`) of input number `index`; `None` if it has none.
@@ -463,6 +492,9 @@ struct StreamShare {
     index: u32,
     path: PathBuf,
     reader: Box<dyn BufRead>,
+    /// Bytes of the file (compressed) consumed so far, and as of the last chunk.
+    consumed: std::rc::Rc<std::cell::Cell<u64>>,
+    reported: u64,
     format: TextFormat,
     chunk_bytes: usize,
     line_no: u64,
@@ -477,7 +509,7 @@ impl StreamShare {
         path: &Path,
         config: &FileSourceConfig,
     ) -> Result<StreamShare, SourceError> {
-        let mut reader = open_text(path)?;
+        let (mut reader, consumed) = open_text_counted(path)?;
         let mut header = Vec::new();
         reader
             .read_until(b'\n', &mut header)
@@ -499,6 +531,8 @@ impl StreamShare {
             index,
             path: path.to_owned(),
             reader,
+            consumed,
+            reported: 0,
             format,
             chunk_bytes: config.chunk_bytes.max(1),
             line_no: 1,
@@ -515,7 +549,9 @@ impl ChunkReader for StreamShare {
             return Ok(None);
         }
         let mut chunk = Chunk::default();
-        while chunk.bytes < self.chunk_bytes as u64 {
+        // Chunks are cut by text bytes; progress is reported in bytes of the file.
+        let mut text_bytes = 0u64;
+        while text_bytes < self.chunk_bytes as u64 {
             self.line.clear();
             let n = self
                 .reader
@@ -529,7 +565,7 @@ impl ChunkReader for StreamShare {
                 break;
             }
             self.line_no += 1;
-            chunk.bytes += n as u64;
+            text_bytes += n as u64;
             let origin = Origin {
                 source: self.index,
                 position: self.line_no,
@@ -537,6 +573,9 @@ impl ChunkReader for StreamShare {
             let outcome = self.format.parse_line(&self.line, origin, &mut self.dates);
             chunk.push_line(outcome, origin, &self.line);
         }
+        let consumed = self.consumed.get();
+        chunk.bytes = consumed - self.reported;
+        self.reported = consumed;
         Ok(Some(chunk))
     }
 }
