@@ -258,11 +258,14 @@ pub fn check_inputs(config: &FileSourceConfig) -> Result<u64, SourceError> {
     Ok(total)
 }
 
+/// Bytes consumed from a file, shared between a [`CountingReader`] and its owner.
+type ByteCounter = std::rc::Rc<std::cell::Cell<u64>>;
+
 /// Counts the bytes read through it, so progress is measured in bytes of the file on disk
 /// (compressed bytes for gzip), the same unit as the progress total.
 struct CountingReader<R> {
     inner: R,
-    count: std::rc::Rc<std::cell::Cell<u64>>,
+    count: ByteCounter,
 }
 
 impl<R: Read> Read for CountingReader<R> {
@@ -275,9 +278,7 @@ impl<R: Read> Read for CountingReader<R> {
 
 /// Opens a text file (plain or gzip'd) for line reading; the counter follows the bytes of the
 /// file itself that have been consumed.
-fn open_text_counted(
-    path: &Path,
-) -> Result<(Box<dyn BufRead>, std::rc::Rc<std::cell::Cell<u64>>), SourceError> {
+fn open_text_counted(path: &Path) -> Result<(Box<dyn BufRead>, ByteCounter), SourceError> {
     let io = |source| SourceError::Io {
         path: path.to_owned(),
         source,
@@ -493,7 +494,7 @@ struct StreamShare {
     path: PathBuf,
     reader: Box<dyn BufRead>,
     /// Bytes of the file (compressed) consumed so far, and as of the last chunk.
-    consumed: std::rc::Rc<std::cell::Cell<u64>>,
+    consumed: ByteCounter,
     reported: u64,
     format: TextFormat,
     chunk_bytes: usize,
