@@ -306,6 +306,10 @@ pub fn parquet_sink(
     report: Arc<Mutex<SinkReport>>,
 ) {
     let mut open: FxMap<(Granularity, i64), OpenPartition> = FxMap::default();
+    let mut writer = Some(PartitionWriter::start(
+        Arc::clone(&config),
+        Arc::clone(&report),
+    ));
     let pact = Exchange::new(|((k, _), _, _): &((WindowKey, Aggregate), Time, isize)| {
         let (start, _) = partition_bounds(k.granularity, k.start);
         (start as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k.granularity as u64
@@ -349,15 +353,107 @@ pub fn parquet_sink(
         ready.sort();
         for key in ready {
             let part = open.remove(&key).expect("ready partition");
-            let result = flush(&config, key.0, key.1, part);
-            let mut report = report.lock().expect("report lock");
-            match result {
-                Ok(Some(entry)) => report.written.entry(key.0).or_default().push(entry),
-                Ok(None) => {}
-                Err(e) => report.errors.push(e),
+            match writer.as_mut() {
+                Some(w) => w.write(key.0, key.1, part),
+                None => write_and_report(&config, &report, key.0, key.1, part),
             }
         }
+        if frontier.is_empty() {
+            // Every partition is handed over: wait for the files before the operator retires,
+            // so whoever runs the graph finds them written when it completes.
+            writer.take();
+        }
     });
+}
+
+fn write_and_report(
+    config: &ParquetSinkConfig,
+    report: &Mutex<SinkReport>,
+    granularity: Granularity,
+    partition_start: i64,
+    part: OpenPartition,
+) {
+    let result = flush(config, granularity, partition_start, part);
+    let mut report = report.lock().expect("report lock");
+    match result {
+        Ok(Some(entry)) => report.written.entry(granularity).or_default().push(entry),
+        Ok(None) => {}
+        Err(e) => report.errors.push(e),
+    }
+}
+
+/// Sealed partitions waiting for the writer thread; two at most, so a slow disk slows the
+/// dataflow down instead of filling memory.
+const WRITE_QUEUE: usize = 2;
+
+type WriteJob = (Granularity, i64, OpenPartition);
+
+/// Encodes and writes sealed partitions on a thread of its own, so the worker goes on
+/// parsing and aggregating meanwhile (Parquet encoding is about half of a replay's work).
+/// Dropping it waits for the queued partitions to be written.
+struct PartitionWriter {
+    queue: Option<std::sync::mpsc::SyncSender<WriteJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    config: Arc<ParquetSinkConfig>,
+    report: Arc<Mutex<SinkReport>>,
+}
+
+impl PartitionWriter {
+    fn start(config: Arc<ParquetSinkConfig>, report: Arc<Mutex<SinkReport>>) -> PartitionWriter {
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<WriteJob>(WRITE_QUEUE);
+        let (c, r) = (Arc::clone(&config), Arc::clone(&report));
+        let thread = std::thread::Builder::new()
+            .name("parquet-writer".into())
+            .spawn(move || {
+                for (granularity, start, part) in jobs {
+                    write_and_report(&c, &r, granularity, start, part);
+                }
+            });
+        match thread {
+            Ok(thread) => PartitionWriter {
+                queue: Some(queue),
+                thread: Some(thread),
+                config,
+                report,
+            },
+            // No thread to be had: write on the worker itself.
+            Err(_) => PartitionWriter {
+                queue: None,
+                thread: None,
+                config,
+                report,
+            },
+        }
+    }
+
+    fn write(&mut self, granularity: Granularity, start: i64, part: OpenPartition) {
+        match &self.queue {
+            Some(queue) => {
+                if let Err(std::sync::mpsc::SendError(job)) = queue.send((granularity, start, part))
+                {
+                    // The writer thread is gone (it panicked): write here instead.
+                    self.queue = None;
+                    write_and_report(&self.config, &self.report, job.0, job.1, job.2);
+                }
+            }
+            None => write_and_report(&self.config, &self.report, granularity, start, part),
+        }
+    }
+}
+
+impl Drop for PartitionWriter {
+    fn drop(&mut self) {
+        self.queue.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                self.report
+                    .lock()
+                    .expect("report lock")
+                    .errors
+                    .push("the Parquet writer thread panicked".into());
+            }
+        }
+    }
 }
 
 fn flush(

@@ -612,7 +612,7 @@ pub struct FileStreams<'scope> {
 }
 
 /// Chunks a worker may have in flight beyond the progress of `flow` (see [`file_source`]).
-pub const DEFAULT_CHUNKS_IN_FLIGHT: usize = 2;
+pub const DEFAULT_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Replays `config.inputs` into the graph; see the module docs. Fatal errors (a file vanishing
 /// mid-run) are pushed to `errors` and end that input.
