@@ -44,6 +44,9 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "building the tests (release)"
+cargo test --workspace --release --no-run
+
 step "starting the real Kafka and Cassandra (scripts/services.sh up)"
 # Stop only what this run started, whatever happens next.
 started_services=""

@@ -6,9 +6,11 @@
 //!
 //! This crate holds what every layer shares:
 //! - [`model`]: readings, window keys and exact, mergeable aggregates;
-//! - [`format`]: record formats (UCI text, CSV, Parquet);
-//! - [`source`]: transports that bring readings into a timely graph (file replay);
-//! - [`sink`]: the batch views (Parquet) and the dead-letter file;
+//! - [`format`](mod@format): record formats (UCI text, CSV, Parquet, JSON);
+//! - [`source`]: transports that bring readings into a timely graph (file replay; Kafka with the
+//!   `kafka` feature);
+//! - [`sink`]: the batch views (Parquet), the dead-letter file, and the speed views (Cassandra,
+//!   with the `cassandra` feature);
 //! - [`generate`]: a seeded synthetic household history;
 //! - [`time`]: the naive calendar arithmetic of the data.
 //!
