@@ -68,12 +68,21 @@ port_open() {
 our_pid() {
   local svc=$1 pf pid cmd
   pf=$(pid_file "$svc")
-  [[ -f $pf ]] || return 1
-  pid=$(<"$pf")
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-  [[ $cmd == *"$SVC_DIR"* && $cmd == *"$(main_class_of "$svc")"* ]] || return 1
+  if [[ -f $pf ]]; then
+    pid=$(<"$pf")
+    if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+      cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || cmd=""
+      if [[ $cmd == *"$SVC_DIR"* && $cmd == *"$(main_class_of "$svc")"* ]]; then
+        echo "$pid"
+        return 0
+      fi
+    fi
+  fi
+  # The pid file can name a launcher that forked (setsid forks when it happens to lead a
+  # process group): find our JVM by its command line instead, and remember it.
+  pid=$(pgrep -f -- "-Dwattflow.services=$SVC_DIR .*$(main_class_of "$svc")" | head -n 1) || true
+  [[ -n $pid ]] || return 1
+  echo "$pid" >"$pf"
   echo "$pid"
 }
 
