@@ -14,10 +14,9 @@
 //!
 //! The topic is created with [`SimulatorConfig::partitions`] partitions when it does not exist.
 
-use std::fs::File;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,10 +31,12 @@ use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::format::json::render_message;
-use crate::format::text::{DateCache, HeaderError, Line, TextFormat};
+use crate::format::text::{DateCache, Line, TextFormat};
 use crate::generate::{Generator, GeneratorConfig, DEFAULT_SEED};
 use crate::model::{Limits, MeterId, Origin, Reading};
-use crate::source::file::{detect_kind, FileKind, DEFAULT_INTERVAL_S, DEFAULT_METER};
+use crate::source::file::{
+    detect_kind, open_text, FileKind, SourceError, DEFAULT_INTERVAL_S, DEFAULT_METER,
+};
 
 /// Default number of simulated households.
 pub const DEFAULT_SIMULATED_HOUSEHOLDS: u32 = 1;
@@ -140,22 +141,9 @@ pub enum SimulateError {
         /// The broker's answer.
         reason: String,
     },
-    /// The history file cannot be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The history file's header is not one we can read.
-    #[error("{path}: line 1: {source}")]
-    Header {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong with the header.
-        source: HeaderError,
-    },
+    /// The history file cannot be read, or its header is not one we can read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
 }
 
 /// Runs `future` to completion on this thread (rdkafka's admin futures need no runtime).
@@ -481,41 +469,30 @@ fn live(
 }
 
 fn replay(
-    path: &PathBuf,
+    path: &Path,
     config: &SimulatorConfig,
     producer: &mut ReadingProducer,
     deadline: Option<Instant>,
     stop: &AtomicBool,
     summary: &mut SimulateSummary,
 ) -> Result<(), SimulateError> {
-    let io = |source| SimulateError::Io {
-        path: path.clone(),
+    let io = |source| SourceError::Io {
+        path: path.to_path_buf(),
         source,
     };
-    let kind = detect_kind(path).map_err(|e| SimulateError::Io {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let file = File::open(path).map_err(io)?;
-    let mut reader: Box<dyn BufRead> = match kind {
-        FileKind::GzipText => Box::new(BufReader::with_capacity(
-            1 << 20,
-            flate2::read::MultiGzDecoder::new(file),
-        )),
-        FileKind::Text => Box::new(BufReader::with_capacity(1 << 20, file)),
-        FileKind::Parquet => {
-            return Err(SimulateError::Config(format!(
-                "{}: Parquet files cannot be replayed into Kafka; give the UCI text file",
-                path.display()
-            )))
-        }
-    };
+    if detect_kind(path)? == FileKind::Parquet {
+        return Err(SimulateError::Config(format!(
+            "{}: Parquet files cannot be replayed into Kafka; give the UCI text file",
+            path.display()
+        )));
+    }
+    let mut reader = open_text(path)?;
     let mut line = Vec::with_capacity(256);
     reader.read_until(b'\n', &mut line).map_err(io)?;
     let meter = MeterId::new(DEFAULT_METER).map_err(|e| SimulateError::Config(e.to_string()))?;
     let format = TextFormat::from_header(&line, meter, DEFAULT_INTERVAL_S, Limits::default())
-        .map_err(|source| SimulateError::Header {
-            path: path.clone(),
+        .map_err(|source| SourceError::Header {
+            path: path.to_path_buf(),
             source,
         })?;
     let mut dates = DateCache::default();

@@ -9,7 +9,14 @@ pub mod file;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 
-use crate::model::{Origin, RejectReason};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::{Scope, StreamVec};
+use timely::scheduling::Activator;
+
+use crate::model::{Origin, Reading, RejectReason};
+use crate::Time;
 
 /// A refused record, on its way to the dead-letter output.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -20,4 +27,37 @@ pub struct Rejection {
     pub reason: RejectReason,
     /// The record as it was (text line, rendered row), shortened when very long.
     pub record: String,
+}
+
+/// A source's output of readings, as differential updates.
+pub(crate) type ReadingsOutput =
+    OutputBuilder<Time, CapacityContainerBuilder<Vec<(Reading, Time, isize)>>>;
+
+/// The skeleton every source operator shares: an operator with no input and two outputs,
+/// readings (as differential updates) and refused records, plus an activator to reschedule
+/// itself.
+pub(crate) struct SourceOperator<'scope> {
+    pub(crate) builder: OperatorBuilder<'scope, Time>,
+    pub(crate) activator: Activator,
+    pub(crate) readings_out: ReadingsOutput,
+    pub(crate) readings: StreamVec<'scope, Time, (Reading, Time, isize)>,
+    pub(crate) rejected_out: OutputBuilder<Time, CapacityContainerBuilder<Vec<Rejection>>>,
+    pub(crate) rejected: StreamVec<'scope, Time, Rejection>,
+}
+
+impl<'scope> SourceOperator<'scope> {
+    pub(crate) fn new(name: String, scope: Scope<'scope, Time>) -> SourceOperator<'scope> {
+        let mut builder = OperatorBuilder::new(name, scope);
+        let activator = scope.activator_for(builder.operator_info().address);
+        let (readings_out, readings) = builder.new_output();
+        let (rejected_out, rejected) = builder.new_output();
+        SourceOperator {
+            builder,
+            activator,
+            readings_out: OutputBuilder::from(readings_out),
+            readings,
+            rejected_out: OutputBuilder::from(rejected_out),
+            rejected,
+        }
+    }
 }

@@ -26,14 +26,11 @@ use std::time::Duration;
 
 use differential_dataflow::collection::vec::Collection as VecCollection;
 use differential_dataflow::AsCollection;
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::format::text::{DateCache, HeaderError, Line, TextFormat};
 use crate::model::{Limits, MeterId, Origin, Reading, RejectReason};
-use crate::source::Rejection;
+use crate::source::{Rejection, SourceOperator};
 use crate::time::format_iso;
 use crate::Time;
 
@@ -298,7 +295,8 @@ fn open_text_counted(path: &Path) -> Result<(Box<dyn BufRead>, ByteCounter), Sou
     Ok((reader, count))
 }
 
-fn open_text(path: &Path) -> Result<Box<dyn BufRead>, SourceError> {
+/// Opens a text file, plain or gzip'd (by its magic bytes), for reading lines.
+pub fn open_text(path: &Path) -> Result<Box<dyn BufRead>, SourceError> {
     open_text_counted(path).map(|(reader, _)| reader)
 }
 
@@ -629,17 +627,14 @@ pub fn file_source<'scope>(
 ) -> FileStreams<'scope> {
     let worker = scope.index();
     let peers = scope.peers();
-    let mut builder = OperatorBuilder::new("FileSource".to_owned(), scope);
-    let info = builder.operator_info();
-    let activator = scope.activator_for(info.address);
-    let (readings_out, readings) = builder.new_output();
-    let (rejected_out, rejected) = builder.new_output();
-    let mut readings_out =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<(Reading, Time, isize)>>>::from(
-            readings_out,
-        );
-    let mut rejected_out =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<Rejection>>>::from(rejected_out);
+    let SourceOperator {
+        builder,
+        activator,
+        mut readings_out,
+        readings,
+        mut rejected_out,
+        rejected,
+    } = SourceOperator::new("FileSource".to_owned(), scope);
 
     builder.build(move |capabilities| {
         let mut caps = Some(capabilities);

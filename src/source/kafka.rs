@@ -58,15 +58,12 @@ use rdkafka::error::{KafkaError as RdKafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::format::json::{check_future, parse_message};
 use crate::model::{Granularity, Limits, Origin, Reading, RejectReason};
 use crate::source::file::record_text;
-use crate::source::Rejection;
+use crate::source::{Rejection, SourceOperator};
 use crate::time::{format_iso, DAY_MS};
 use crate::Time;
 
@@ -874,17 +871,14 @@ pub fn kafka_source<'scope>(
     let peers = scope.peers();
     let (mut worker, consumer) = open_worker(&config, &stats, durable.clone(), index, peers)?;
 
-    let mut builder = OperatorBuilder::new(format!("KafkaSource({})", config.topic), scope);
-    let info = builder.operator_info();
-    let activator = scope.activator_for(info.address);
-    let (readings_out, readings) = builder.new_output();
-    let (rejected_out, rejected) = builder.new_output();
-    let mut readings_out =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<(Reading, Time, isize)>>>::from(
-            readings_out,
-        );
-    let mut rejected_out =
-        OutputBuilder::<_, CapacityContainerBuilder<Vec<Rejection>>>::from(rejected_out);
+    let SourceOperator {
+        builder,
+        activator,
+        mut readings_out,
+        readings,
+        mut rejected_out,
+        rejected,
+    } = SourceOperator::new(format!("KafkaSource({})", config.topic), scope);
 
     builder.build_reschedule(move |capabilities| {
         let mut caps = Some(capabilities);
