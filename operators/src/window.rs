@@ -31,6 +31,16 @@
 //!
 //! Downstream, a sink knows a window is final when *its* input frontier reaches the window's
 //! end: every update of a window carries a time `≤ ts < end`.
+//!
+//! # Eager folding
+//!
+//! A live source's frontier moves only when event time does (once a second for per-second
+//! meters), so waiting for it to pass a time would delay every reading by up to that step.
+//! With [`WindowConfig::eager`], readings at the frontier's own time `t` are folded as soon as
+//! they arrive: no reading at a time before `t` can come any more, so folds still happen in time
+//! order, and a window touched again at `t` later simply emits another `−old, +new` pair at `t`
+//! (the pairs consolidate). The accumulated output at every *complete* time is the same as
+//! without eagerness; only more, earlier updates flow.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -63,17 +73,32 @@ type Stashed = (Capability<Time>, Capability<Time>, Vec<(Reading, isize)>);
 /// Readings the operator refused, with the reason.
 pub type Refusals<'scope> = StreamVec<'scope, Time, (Reading, RejectReason)>;
 
-/// Which windows to compute.
+/// Which windows to compute, and when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WindowConfig {
     /// Granularities whose windows are emitted. Duplicates are detected whatever this holds.
     pub granularities: Vec<Granularity>,
+    /// Fold readings of the *current* time (the input frontier's own time) as they arrive,
+    /// instead of waiting for the frontier to pass it (see "Eager folding" in the module
+    /// docs). For live sources, whose frontier moves only when event time does; off by default.
+    pub eager: bool,
 }
 
 impl Default for WindowConfig {
     fn default() -> Self {
         WindowConfig {
             granularities: Granularity::ALL.to_vec(),
+            eager: false,
+        }
+    }
+}
+
+impl WindowConfig {
+    /// The default granularities, folding eagerly: what a live pipeline wants.
+    pub fn eager() -> WindowConfig {
+        WindowConfig {
+            eager: true,
+            ..WindowConfig::default()
         }
     }
 }
@@ -418,7 +443,14 @@ pub fn window_aggregate_core<'scope>(
             let mut updates_handle = updates_out.activate();
             let mut refused_handle = refused_out.activate();
             while let Some(entry) = stash.first_entry() {
-                if frontier.less_equal(entry.key()) {
+                // Complete times always; the frontier's own time too when eager (no earlier
+                // time can arrive any more, so folding it now keeps time order).
+                let ready = if config.eager {
+                    !frontier.less_than(entry.key())
+                } else {
+                    !frontier.less_equal(entry.key())
+                };
+                if !ready {
                     break;
                 }
                 let (time, (cap_updates, cap_refused, mut readings)) = entry.remove_entry();

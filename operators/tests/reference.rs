@@ -177,6 +177,7 @@ fn run(schedule: &[(Reading, Time)], workers: usize, config: &WindowConfig) -> O
         let send_u = send_u.lock().unwrap().clone();
         let send_r = send_r.lock().unwrap().clone();
         let config = config.clone();
+        let eager = config.eager;
         let (mut input, probe) = worker.dataflow::<Time, _, _>(move |scope| {
             let (input, readings) = scope.new_collection::<Reading, isize>();
             let windows = readings.window_aggregate(&config);
@@ -195,6 +196,11 @@ fn run(schedule: &[(Reading, Time)], workers: usize, config: &WindowConfig) -> O
             }
             if i % peers == index {
                 input.insert(*reading);
+                if eager {
+                    // Let the operator fold the open time several times over.
+                    input.flush();
+                    worker.step();
+                }
             }
         }
         input.close();
@@ -373,6 +379,86 @@ fn matches_reference_on_random_readings() {
 }
 
 #[test]
+fn eager_folding_matches_reference_too() {
+    let base = Scenario {
+        seed: 40,
+        readings: 1_500,
+        meters: 3,
+        max_step_s: 60,
+        late_pct: 20,
+        dup_pct: 8,
+        max_batch: 30,
+    };
+    for seed in 40..43 {
+        check_scenario(Scenario { seed, ..base }, &WindowConfig::eager());
+    }
+}
+
+#[test]
+fn eager_folding_emits_before_the_time_completes() {
+    let meter = MeterId::new("eager").unwrap();
+    let reading = move |ts: i64| Reading {
+        meter,
+        ts,
+        interval_s: 1,
+        values: [1_000, 0, 230_000, 4_000, 0, 0, 0],
+        origin: Default::default(),
+    };
+    for eager in [false, true] {
+        let config = WindowConfig {
+            eager,
+            ..WindowConfig::default()
+        };
+        let config = config.clone();
+        let seen = timely::execute_directly(move |worker| {
+            let (send, recv) = channel::<Event<Time, Vec<Update>>>();
+            let mut input = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, readings) = scope.new_collection::<Reading, isize>();
+                readings
+                    .window_aggregate(&config)
+                    .updates
+                    .inner
+                    .capture_into(send);
+                input
+            });
+            input.advance_to(5_000);
+            input.insert(reading(5_000));
+            input.flush();
+            for _ in 0..10 {
+                worker.step();
+            }
+            let count = |recv: &Receiver<Event<Time, Vec<Update>>>| {
+                recv.try_iter()
+                    .map(|e| match e {
+                        Event::Messages(_, data) => data.len(),
+                        Event::Progress(_) => 0,
+                    })
+                    .sum::<usize>()
+            };
+            let first = count(&recv);
+            input.insert(reading(6_000));
+            input.flush();
+            for _ in 0..10 {
+                worker.step();
+            }
+            let second = count(&recv);
+            (first, second)
+        });
+        if eager {
+            // −old is absent for a new window: +new for minute, hour and day each time, and a
+            // −old for the three windows the second reading changes.
+            assert_eq!(seen, (3, 6), "eager: updates flow while time 5000 is open");
+        } else {
+            assert_eq!(
+                seen,
+                (0, 0),
+                "lazy: nothing before the frontier passes 5000"
+            );
+        }
+    }
+}
+
+#[test]
 fn matches_reference_with_dense_minutes_and_many_meters() {
     // Steps of at most 20 s: many readings share a minute (the per-minute duplicate filter and
     // run-length folding are busy), five meters interleaved, large batches per time.
@@ -416,6 +502,12 @@ fn only_the_configured_granularities_are_emitted_but_duplicates_are_still_refuse
         max_batch: 10,
     };
     for granularities in [vec![Granularity::Hour], vec![Granularity::Day]] {
-        check_scenario(s, &WindowConfig { granularities });
+        check_scenario(
+            s,
+            &WindowConfig {
+                granularities,
+                ..WindowConfig::default()
+            },
+        );
     }
 }
