@@ -284,7 +284,7 @@ start_cassandra() {
   [[ -f $logf ]] && mv -f "$logf" "$logf.prev"
   : >"$logf"
   local opts=(
-    -Xms1g -Xmx1g -Xss256k -XX:+UseG1GC -XX:MaxGCPauseMillis=300 -XX:+PerfDisableSharedMem
+    -Xms${CASSANDRA_HEAP:-1g} -Xmx${CASSANDRA_HEAP:-1g} -Xss256k -XX:+UseG1GC -XX:MaxGCPauseMillis=300 -XX:+PerfDisableSharedMem
     # Cassandra's own advice: dying on OOM beats running on with possibly corrupt state.
     -XX:+ExitOnOutOfMemoryError
     # jamm measures object sizes for memtable accounting; without the agent Cassandra refuses to start.

@@ -102,6 +102,15 @@ pub struct LiveArgs {
     /// Time-to-live of minute rows in Cassandra, e.g. `30d` (default: kept).
     #[arg(long, value_parser = parse_duration)]
     pub minute_ttl: Option<Duration>,
+    /// How long a changed minute row may wait to gather further changes before it is written.
+    #[arg(long, value_parser = parse_duration, default_value = "0ms")]
+    pub minute_delay: Duration,
+    /// The same for hour and day rows.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub coarse_delay: Duration,
+    /// Most Cassandra upserts in flight at once.
+    #[arg(long, default_value_t = wattflow::sink::cassandra::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
     /// Also write sealed windows as Parquet batch views here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -331,20 +340,27 @@ fn live(args: LiveArgs) -> Result<()> {
     let mut cassandra = CassandraSinkConfig::new(&args.cassandra);
     cassandra.keyspace = args.keyspace;
     cassandra.minute_ttl = args.minute_ttl;
+    cassandra.minute_delay = args.minute_delay;
+    cassandra.coarse_delay = args.coarse_delay;
+    cassandra.max_in_flight = args.max_in_flight;
     let mut job = crate::live::Live::new(kafka, cassandra).workers(args.workers);
     if let Some(out) = args.out {
         job = job.parquet(out);
     }
     let s = job.run(stop_flag())?;
     println!(
-        "live finished after {:.1} s: {} messages, {} readings, {} rejected, {} duplicates, {} rows written",
+        "live finished after {:.1} s: {} messages, {} readings, {} rejected, {} duplicates, {} rows written, {} changes merged",
         s.elapsed.as_secs_f64(),
         s.messages,
         s.readings,
         s.rejected,
         s.duplicates,
-        s.rows_written
+        s.rows_written,
+        s.changes_merged,
     );
+    if let Some(at) = s.last_write_after {
+        println!("last row written {:.3} s after start", at.as_secs_f64());
+    }
     Ok(())
 }
 

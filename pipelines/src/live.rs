@@ -12,6 +12,14 @@
 //! source commits a partition's offset only up to the first reading of the oldest window that
 //! is not yet sealed and durable, so a restart re-reads exactly what the lost in-memory windows
 //! held: nothing lost, nothing counted twice.
+//!
+//! # Freshness and throughput
+//! The window operator folds eagerly ([`WindowConfig::eager`]): a reading changes its windows
+//! as soon as it arrives, without waiting for event time to move on, and the Cassandra sink
+//! takes each change as it comes. The source's flow control watches the aggregation, not the
+//! durability frontier: when Cassandra is slower than the input, the sink merges the waiting
+//! changes of each window (latest value wins), so the pipeline keeps the input's pace with
+//! bounded memory while the views lag (see [`wattflow::sink::cassandra`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,6 +65,11 @@ pub struct LiveSummary {
     pub duplicates: u64,
     /// Rows upserted into Cassandra.
     pub rows_written: u64,
+    /// Changes merged into a row that was waiting to be written.
+    pub changes_merged: u64,
+    /// When the last upsert was acknowledged, from the start (`None`: nothing was written):
+    /// how long the pipeline took to bring the views up to date with its input.
+    pub last_write_after: Option<Duration>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -105,6 +118,9 @@ impl Live {
     /// is set.
     pub fn run(self, stop: Arc<AtomicBool>) -> Result<LiveSummary, LiveError> {
         let started = Instant::now();
+        let started_unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let views =
             Arc::new(connect(&self.cassandra).map_err(|e| LiveError::Cassandra(e.to_string()))?);
         let kafka = Arc::new(self.kafka);
@@ -144,15 +160,18 @@ impl Live {
             );
             timely::execute(timely::Config::process(self.workers), move |worker| {
                 let durable = ProbeHandle::new();
+                let aggregated = ProbeHandle::new();
                 let built = worker.dataflow::<wattflow::Time, _, _>(|scope| {
                     let streams = kafka_source(
                         scope,
                         Arc::clone(&kafka),
                         Arc::clone(&kstats),
                         durable.clone(),
+                        aggregated.clone(),
                         Arc::clone(&stop),
                     )?;
-                    let windows = streams.readings.window_aggregate(&WindowConfig::default());
+                    let windows = streams.readings.window_aggregate(&WindowConfig::eager());
+                    windows.updates.inner.clone().probe_with(&aggregated);
                     cassandra_sink(
                         windows.updates.inner.clone(),
                         Arc::clone(&views),
@@ -212,6 +231,11 @@ impl Live {
             rejected: kstats.rejected.load(Ordering::Relaxed),
             duplicates: duplicates.load(Ordering::Relaxed),
             rows_written: cstats.rows_written.load(Ordering::Relaxed),
+            changes_merged: cstats.coalesced.load(Ordering::Relaxed),
+            last_write_after: match cstats.last_ack_unix_us.load(Ordering::Relaxed) {
+                0 => None,
+                us => Some(Duration::from_micros(us.saturating_sub(started_unix_us))),
+            },
             elapsed: started.elapsed(),
         })
     }
@@ -245,6 +269,8 @@ fn log_progress(
             watermark = wattflow::time::format_iso(kstats.watermark()),
             rejected = kstats.rejected.load(Ordering::Relaxed),
             rows_written = cstats.rows_written.load(Ordering::Relaxed),
+            rows_waiting = cstats.queued.load(Ordering::Relaxed),
+            changes_merged = cstats.coalesced.load(Ordering::Relaxed),
             "live"
         );
     }

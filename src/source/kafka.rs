@@ -41,8 +41,9 @@
 //!
 //! # Flow control
 //! Like the file source, a worker polls only while fewer than
-//! [`KafkaSourceConfig::batches_in_flight`] of its earlier batch times are still ahead of the
-//! `durable` probe; the rest waits in librdkafka's bounded prefetch queue and then in Kafka.
+//! [`KafkaSourceConfig::batches_in_flight`] of its earlier batch times are still ahead of a
+//! flow-control probe (see [`kafka_source`]); the rest waits in librdkafka's bounded prefetch
+//! queue and then in Kafka.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -79,7 +80,7 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEAD_LETTER_SUFFIX: &str = ".rejected";
 /// Default number of messages a worker takes per activation.
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
-/// Default number of emitted batch times a worker may have ahead of the `durable` probe.
+/// Default number of emitted batch times a worker may have ahead of the flow-control probe.
 pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 4;
 /// How long start-up waits for metadata and committed offsets before reporting the brokers unreachable.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,8 +135,8 @@ pub struct KafkaSourceConfig {
     pub limits: Limits,
     /// Most messages a worker takes per activation (default [`DEFAULT_MAX_BATCH`]).
     pub max_batch: usize,
-    /// Most emitted batch times a worker may have ahead of the `durable` probe (default
-    /// [`DEFAULT_BATCHES_IN_FLIGHT`]).
+    /// Most emitted batch times a worker may have ahead of the flow-control probe (default
+    /// [`DEFAULT_BATCHES_IN_FLIGHT`]; see [`kafka_source`]).
     pub batches_in_flight: usize,
     /// When set, a worker finishes once every partition it reads has reached its end and been
     /// idle this long (a worker without partitions: this long after start). For tests and
@@ -849,9 +850,12 @@ fn open_worker(
 /// Reads `config.topic` into the graph; see the module docs.
 ///
 /// `durable` is a probe placed after the sinks: offsets are committed only for output the probe
-/// has passed, and a worker polls only while fewer than
-/// [`KafkaSourceConfig::batches_in_flight`] of its batch times are ahead of it. (A probe
-/// attached to nothing counts everything behind the worker's capability as durable.)
+/// has passed. `flow` is the probe of flow control: a worker polls only while fewer than
+/// [`KafkaSourceConfig::batches_in_flight`] of its batch times are ahead of it. Give `durable`
+/// for strict back-pressure from the sinks, or a probe after the aggregation when the sinks
+/// absorb a slow store themselves (the Cassandra sink merges the changes of a window while it
+/// waits). (A probe attached to nothing counts everything behind the worker's capability as
+/// passed.)
 ///
 /// Raising `stop` ends the source gracefully (as [`KafkaSourceConfig::exit_when_idle`] does):
 /// each worker stops reading, releases its capabilities, waits up to [`FINAL_COMMIT_WAIT`] for
@@ -865,6 +869,7 @@ pub fn kafka_source<'scope>(
     config: Arc<KafkaSourceConfig>,
     stats: Arc<KafkaStats>,
     durable: ProbeHandle<Time>,
+    flow: ProbeHandle<Time>,
     stop: Arc<AtomicBool>,
 ) -> Result<KafkaStreams<'scope>, KafkaError> {
     let index = scope.index();
@@ -911,7 +916,7 @@ pub fn kafka_source<'scope>(
             };
             worker.cap = *current[0].time();
             let now = worker.cap;
-            in_flight.retain(|t| *t < now && worker.durable.less_equal(t));
+            in_flight.retain(|t| *t < now && flow.less_equal(t));
             let blocked = in_flight.len() >= worker.config.batches_in_flight.max(1);
             let mut taken = 0usize;
             let mut drained = false;
@@ -1105,8 +1110,8 @@ mod tests {
             let stop = Arc::clone(&stop);
             worker.dataflow::<Time, _, _>(move |scope| {
                 let durable = ProbeHandle::new();
-                let streams =
-                    kafka_source(scope, c, s, durable.clone(), stop).expect("source starts");
+                let streams = kafka_source(scope, c, s, durable.clone(), durable.clone(), stop)
+                    .expect("source starts");
                 streams
                     .readings
                     .inner
