@@ -6,9 +6,12 @@
 //! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- w1 \
 //!     [--runs 5] [--data ../shared/data/household_power_consumption.txt.gz] \
 //!     [--workers 1,2] [--peers duckdb,polars] [--out bench-out/]
+//! scripts/services.sh up    # W2 needs the local Kafka and Cassandra
+//! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- w2 \
+//!     [--runs 3] [--households 100000 --seconds 30] [--rate 10000 --freshness-seconds 60]
 //! ```
 //!
-//! Modules: [`w1`] (the history-replay workload), [`measure`] (one child process: wall time and
+//! Modules: [`w1`] (the history-replay workload), [`w2`] (the live stream), [`measure`] (one child process: wall time and
 //! peak RSS through `wait4`), [`check`] (reading back the Parquet views), [`peers`] (DuckDB and
 //! Polars in a Python venv), [`report`] (medians and the table), [`machine`] (what it ran on).
 
@@ -18,6 +21,7 @@ mod measure;
 mod peers;
 mod report;
 mod w1;
+mod w2;
 
 use std::process::ExitCode;
 
@@ -37,11 +41,15 @@ enum Workload {
     /// W1, history replay: the whole UCI file into minute/hour/day Parquet views,
     /// wattflow against DuckDB and Polars.
     W1(w1::W1Args),
+    /// W2, the live stream: simulated households through Kafka into the Cassandra views;
+    /// sustained readings/s and freshness (needs Kafka and Cassandra: `scripts/services.sh up`).
+    W2(w2::W2Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().workload {
         Workload::W1(args) => w1::run(args),
+        Workload::W2(args) => w2::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -163,7 +163,7 @@ pub fn run(args: W1Args) -> Result<()> {
     let source = resolve(&args.data, &root)
         .with_context(|| format!("input {} not found", args.data.display()))?;
     let input = unpack(&source, &work.join("data"))?;
-    let located = locate_wattflow(&args, &root)?;
+    let located = locate_wattflow(args.wattflow.as_deref(), args.build, &root)?;
     // Every run uses one copy of the binary, even if the workspace is rebuilt meanwhile.
     let wattflow = work.join("bin").join("wattflow");
     std::fs::create_dir_all(work.join("bin"))?;
@@ -576,7 +576,7 @@ fn versions(wattflow: &Path, machine: &Machine, venv: Option<&PythonEnv>) -> Ver
 }
 
 /// The workspace this harness belongs to.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("benchmarks/ sits in the workspace")
@@ -640,8 +640,12 @@ fn unpack(source: &Path, dir: &Path) -> Result<PathBuf> {
 }
 
 /// The `wattflow` binary: `--wattflow`, else the release build, built when missing or asked.
-fn locate_wattflow(args: &W1Args, root: &Path) -> Result<PathBuf> {
-    if let Some(path) = &args.wattflow {
+pub(crate) fn locate_wattflow(
+    wattflow: Option<&Path>,
+    build: bool,
+    root: &Path,
+) -> Result<PathBuf> {
+    if let Some(path) = wattflow {
         ensure!(
             path.is_file(),
             "--wattflow {} is not a file",
@@ -650,7 +654,7 @@ fn locate_wattflow(args: &W1Args, root: &Path) -> Result<PathBuf> {
         return Ok(path.canonicalize()?);
     }
     let path = target_dir(root).join("release").join("wattflow");
-    if args.build || !path.is_file() {
+    if build || !path.is_file() {
         eprintln!(
             "building the release wattflow binary (cargo build --release -p wattflow-pipelines)"
         );
