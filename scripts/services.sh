@@ -13,7 +13,8 @@
 # $WATTFLOW_SERVICES_DIR, default <repo>/.services (git-ignored). Data survives restarts.
 # Environment: WATTFLOW_SERVICES_TIMEOUT (seconds to wait for each service, default 240: Cassandra
 # on a busy 2-core machine is slow), WATTFLOW_JAVA (a java binary to use), WATTFLOW_KAFKA_VERSIONS,
-# WATTFLOW_CASSANDRA_VERSIONS (space-separated versions to try in order).
+# WATTFLOW_CASSANDRA_VERSIONS (space-separated versions to try in order), CASSANDRA_HEAP_MB
+# (Cassandra's heap, default 2048; half of it holds memtables).
 # Facts behind the flags below: shared/docs/INFRA.md.
 set -euo pipefail
 
@@ -280,11 +281,15 @@ start_cassandra() {
   lib=$(lib_dir cassandra)
   mkdir -p "$data"/{data,commitlog,saved_caches,hints,cdc_raw,triggers}
   render "$HERE/cassandra.yaml.template" "$conf" @CASSANDRA_DATA_DIR@ "$data"
+  # Half the heap holds memtables: the speed views rewrite the same rows many times, and a
+  # large memtable merges those rewrites in memory instead of flushing and compacting them.
+  local heap_mb=${CASSANDRA_HEAP_MB:-2048}
+  render "$conf" "$conf" @CASSANDRA_MEMTABLE_MB@ $((heap_mb / 2))
   jamm=$(compgen -G "$lib/jamm-*.jar" | head -n1)
   [[ -f $logf ]] && mv -f "$logf" "$logf.prev"
   : >"$logf"
   local opts=(
-    -Xms${CASSANDRA_HEAP:-1g} -Xmx${CASSANDRA_HEAP:-1g} -Xss256k -XX:+UseG1GC -XX:MaxGCPauseMillis=300 -XX:+PerfDisableSharedMem
+    -Xms${heap_mb}m -Xmx${heap_mb}m -Xss256k -XX:+UseG1GC -XX:MaxGCPauseMillis=300 -XX:+PerfDisableSharedMem
     # Cassandra's own advice: dying on OOM beats running on with possibly corrupt state.
     -XX:+ExitOnOutOfMemoryError
     # jamm measures object sizes for memtable accounting; without the agent Cassandra refuses to start.

@@ -281,7 +281,7 @@ impl ReadingProducer {
         let counts = Arc::new(DeliveryCounts::default());
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("linger.ms", "5")
+            .set("linger.ms", "20")
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")

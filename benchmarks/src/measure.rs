@@ -1,19 +1,25 @@
 //! Measuring one child process: wall time, peak resident memory and CPU time.
 //!
 //! The child is started with [`std::process::Command`] and reaped with `wait4(2)` on its own pid,
-//! which hands back that child's `rusage`. Its `ru_maxrss` is the peak resident set of the child
-//! (and of any descendants it waited for) alone; `getrusage(RUSAGE_CHILDREN)` would instead give
-//! the maximum over every child the harness ever reaped, which is useless once several systems
-//! have run.
+//! which hands back that child's `rusage` (CPU times). Peak memory is the child's own `VmHWM`,
+//! sampled from `/proc/<pid>/status` while it runs: `ru_maxrss` would also count the harness's
+//! resident set at the spawn (Linux keeps the pre-`exec` image's peak), which is large when the
+//! harness itself holds data, and `getrusage(RUSAGE_CHILDREN)` would give the maximum over every
+//! child the harness ever reaped.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 /// What one child process cost and said.
+///
+/// Peak memory is the child's `VmHWM`, sampled every 50 ms from `/proc` while it runs (growth in
+/// its last 50 ms can be missed), or `ru_maxrss` when no sample could be read.
 #[derive(Debug, Clone)]
 pub struct Measured {
     /// From just before `spawn` to the return of `wait4`.
@@ -48,6 +54,25 @@ pub fn run(cmd: &mut Command) -> Result<Measured> {
     // Drain both pipes while the child runs so that it never blocks on a full pipe.
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
+    // The child's own high-water mark, sampled: `ru_maxrss` also counts the harness's resident
+    // set at the moment of the spawn (Linux carries the pre-exec image's peak across `exec`).
+    let hwm = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let hwm = Arc::clone(&hwm);
+        thread::spawn(move || {
+            let path = format!("/proc/{pid}/status");
+            while let Ok(status) = std::fs::read_to_string(&path) {
+                if let Some(kib) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    hwm.fetch_max(kib, Ordering::Relaxed);
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
 
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
@@ -65,6 +90,7 @@ pub fn run(cmd: &mut Command) -> Result<Measured> {
         bail!("wait4 on {what}: {err}");
     }
     let wall = start.elapsed();
+    sampler.join().expect("rss sampler panicked");
     // The child is reaped: `Child` must not wait on it again, and dropping it does not.
     drop(child);
     let stdout = stdout.join().expect("stdout reader panicked");
@@ -80,7 +106,10 @@ pub fn run(cmd: &mut Command) -> Result<Measured> {
     }
     Ok(Measured {
         wall,
-        max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+        max_rss_kib: match hwm.load(Ordering::Relaxed) {
+            0 => u64::try_from(usage.ru_maxrss).unwrap_or(0),
+            sampled => sampled,
+        },
         user: timeval(usage.ru_utime),
         sys: timeval(usage.ru_stime),
         stdout,

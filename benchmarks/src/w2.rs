@@ -1,24 +1,28 @@
 //! W2, the live stream: simulated households → Kafka → `wattflow live` → Cassandra, with the
 //! broker and the database on this machine (see `../shared/docs/BENCHMARKS.md`).
 //!
-//! Each run has two phases, each on a fresh topic and keyspace:
+//! Each run has three phases, each on a fresh topic and keyspace, each pipeline a child process
+//! measured through `wait4` and `/proc` (CPU, peak RSS):
 //!
-//! 1. **Throughput.** `--households` meters × `--seconds` readings (one a second each, event time
-//!    ending now) are produced into the topic first; then `wattflow live` (a child process,
-//!    measured through `wait4`) reads them from the start and brings the Cassandra views up to
-//!    date. Sustained rate = readings ÷ the time from the pipeline's start to its last
-//!    acknowledged upsert (start-up included; the idle wait before it exits is not). The day
-//!    rows of a sample of households are read back: each must count exactly the readings
-//!    produced for it, or the run fails.
-//! 2. **Freshness.** `wattflow live` runs while the harness produces `--rate` households at one
-//!    reading a second each, spread evenly over each second, in real time for
-//!    `--freshness-seconds`. For `--probes` households the harness notes when each reading was
-//!    handed to the producer, and a poller reads their current minute rows back every few ms:
-//!    freshness of a reading = the first poll that sees the row count it − its production.
-//!    (The poll period, reported, bounds the error.) The first 5 s are a warm-up and not counted.
+//! 1. **Sustained.** The harness produces `--households` meters at one reading a second each, in
+//!    real time for `--seconds`, while `wattflow live` runs. Sustained rate = readings ÷ the time
+//!    from the first production to the pipeline reading the last message: it equals the
+//!    production rate exactly when the pipeline keeps pace. Also reported: how long after the
+//!    production ended the last message was read (ingest lag) and the last row was written
+//!    (views complete), and the freshness of the probe households (below) at that rate.
+//! 2. **Freshness.** The same at `--rate` readings a second for `--freshness-seconds`.
+//!    For `--probes` households the harness notes when each reading was handed to the
+//!    producer, and a poller reads their current minute rows back: freshness of a reading = the
+//!    first poll that sees the row count it − its production (the poll period, reported, bounds
+//!    the error). The first 5 s are a warm-up and not counted.
+//! 3. **Catch-up.** `--households` × `--catch-up-seconds` readings are produced first; then the
+//!    pipeline drains them and completes the views: readings ÷ the time from its start to its
+//!    last acknowledged upsert. The day rows of 50 households are read back and must count
+//!    exactly the readings produced for them.
 //!
-//! Also reported: the pipeline's CPU seconds per million readings and peak RSS, and the CPU the
-//! Kafka and Cassandra JVMs used meanwhile (from their pid files under `.services/run`).
+//! Producers send each household's reading at `(h - 1) / rate` into each second, in 1 ms ticks.
+//! Also reported: the CPU the Kafka and Cassandra JVMs used meanwhile (from their pid files under
+//! `.services/run`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,12 +56,15 @@ pub struct W2Args {
     /// Cassandra contact point.
     #[arg(long, default_value = "127.0.0.1:9042")]
     pub cassandra: String,
-    /// Throughput phase: households (one reading a second each).
+    /// Sustained and catch-up phases: households (one reading a second each).
     #[arg(long, default_value_t = 100_000)]
     pub households: u32,
-    /// Throughput phase: seconds of readings per household.
-    #[arg(long, default_value_t = 30)]
+    /// Sustained phase: how long to produce, in seconds.
+    #[arg(long, default_value_t = 60)]
     pub seconds: u32,
+    /// Catch-up phase: seconds of readings per household, produced before the pipeline starts.
+    #[arg(long, default_value_t = 30)]
+    pub catch_up_seconds: u32,
     /// Freshness phase: households, i.e. readings per second.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u32,
@@ -73,7 +80,7 @@ pub struct W2Args {
     /// Timely workers of the pipeline.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Skip a phase: `throughput` or `freshness`.
+    /// Skip a phase: `sustained`, `freshness` or `catch-up` (repeatable).
     #[arg(long)]
     pub skip: Vec<String>,
     /// Where the table (`w2.md`) and the raw runs (`w2.json`) go.
@@ -82,14 +89,17 @@ pub struct W2Args {
     /// The `wattflow` binary. Default: the workspace's release build, built when missing.
     #[arg(long)]
     pub wattflow: Option<PathBuf>,
+    /// Extra arguments for every `wattflow live` (space-separated), e.g. `--max-in-flight 16`.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub live_args: String,
     /// Build the release binary first even when it exists.
     #[arg(long)]
     pub build: bool,
 }
 
-/// One throughput run.
+/// One catch-up run.
 #[derive(Debug, Clone, Serialize)]
-struct ThroughputRun {
+struct CatchUpRun {
     readings: u64,
     produce_s: f64,
     /// From the pipeline's start to its last acknowledged upsert.
@@ -106,11 +116,19 @@ struct ThroughputRun {
     households_checked: usize,
 }
 
-/// One freshness run.
+/// One real-time run (the sustained and the freshness phases).
 #[derive(Debug, Clone, Serialize)]
-struct FreshnessRun {
+struct StreamRun {
+    target_rate: u32,
     readings: u64,
-    achieved_rate: f64,
+    /// Readings ÷ (first production → last message read by the pipeline).
+    sustained_rate: f64,
+    /// Readings ÷ production time: what the producer achieved.
+    produced_rate: f64,
+    /// Last message read − end of production.
+    ingest_lag_s: f64,
+    /// Last row written − end of production.
+    views_complete_s: f64,
     samples: usize,
     p50_ms: f64,
     p99_ms: f64,
@@ -131,17 +149,20 @@ struct RawReport<'a> {
     wattflow_binary: String,
     households: u32,
     seconds: u32,
+    catch_up_seconds: u32,
     rate: u32,
     freshness_seconds: u32,
     partitions: i32,
     workers: usize,
-    throughput: &'a [ThroughputRun],
-    freshness: &'a [FreshnessRun],
+    sustained: &'a [StreamRun],
+    freshness: &'a [StreamRun],
+    catch_up: &'a [CatchUpRun],
 }
 
 /// CPU seconds a service JVM has used so far (from `.services/run/<name>.pid`), if it runs.
 fn service_cpu(root: &Path, name: &str) -> Option<f64> {
-    let pid = std::fs::read_to_string(root.join(".services/run").join(format!("{name}.pid"))).ok()?;
+    let pid =
+        std::fs::read_to_string(root.join(".services/run").join(format!("{name}.pid"))).ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
     // Fields after the parenthesised command: utime and stime are the 12th and 13th.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -183,7 +204,11 @@ fn unix_ms() -> i64 {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), unix_ms() % 100_000_000)
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        unix_ms() % 100_000_000
+    )
 }
 
 fn generator(households: u32) -> Generator {
@@ -195,25 +220,30 @@ fn generator(households: u32) -> Generator {
 }
 
 /// The `wattflow live` child for `topic` into `keyspace`.
-fn live_command(
-    bin: &Path,
-    args: &W2Args,
-    topic: &str,
-    keyspace: &str,
-    idle: &str,
-) -> Command {
+fn live_command(bin: &Path, args: &W2Args, topic: &str, keyspace: &str, idle: &str) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(["live", "--brokers", &args.brokers, "--topic", topic])
         .args(["--group", &format!("{topic}-group"), "--start", "earliest"])
         .args(["--cassandra", &args.cassandra, "--keyspace", keyspace])
         .args(["--workers", &args.workers.to_string()])
         .args(["--exit-when-idle", idle])
+        .args(args.live_args.split_whitespace())
         .env("RUST_LOG", "warn");
     cmd
 }
 
-/// `(readings, rows written, changes merged, last write after s)` from the live summary.
-fn parse_live(stdout: &str) -> Result<(u64, u64, u64, Option<f64>)> {
+/// What `wattflow live` printed at the end.
+#[derive(Debug, PartialEq)]
+struct LiveOutput {
+    readings: u64,
+    rows_written: u64,
+    changes_merged: u64,
+    last_message_s: Option<f64>,
+    last_write_s: Option<f64>,
+}
+
+/// Reads the summary `wattflow live` prints.
+fn parse_live(stdout: &str) -> Result<LiveOutput> {
     let line = stdout
         .lines()
         .find(|l| l.starts_with("live finished"))
@@ -228,35 +258,40 @@ fn parse_live(stdout: &str) -> Result<(u64, u64, u64, Option<f64>)> {
             .next()
             .unwrap_or("")
             .to_string();
-        digits.parse().with_context(|| format!("{word} in {line:?}"))
+        digits
+            .parse()
+            .with_context(|| format!("{word} in {line:?}"))
     };
-    let last = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("last row written "))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse().ok());
-    Ok((
-        number_before(" readings")?,
-        number_before(" rows written")?,
-        number_before(" changes merged")?,
-        last,
-    ))
+    let seconds_after = |prefix: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse().ok())
+    };
+    Ok(LiveOutput {
+        readings: number_before(" readings")?,
+        rows_written: number_before(" rows written")?,
+        changes_merged: number_before(" changes merged")?,
+        last_message_s: seconds_after("last message read "),
+        last_write_s: seconds_after("last row written "),
+    })
 }
 
-fn throughput_run(bin: &Path, args: &W2Args, root: &Path) -> Result<ThroughputRun> {
-    let topic = unique("w2_tp");
-    let keyspace = unique("w2_tp");
+fn catch_up_run(bin: &Path, args: &W2Args, root: &Path) -> Result<CatchUpRun> {
+    let topic = unique("w2_cu");
+    let keyspace = unique("w2_cu");
     ensure_topic(&args.brokers, &topic, args.partitions).context("creating the topic")?;
     let gen = generator(args.households);
     let end_ts = unix_ms() / 1000 * 1000;
-    let start_ts = end_ts - i64::from(args.seconds) * 1000;
+    let start_ts = end_ts - i64::from(args.catch_up_seconds) * 1000;
     let produced_at = Instant::now();
     let mut producer = ReadingProducer::new(&args.brokers, &topic)?;
     let mut houses: Vec<_> = (1..=args.households)
-        .map(|h| gen.readings(h, start_ts, 1, u64::from(args.seconds)))
+        .map(|h| gen.readings(h, start_ts, 1, u64::from(args.catch_up_seconds)))
         .collect();
     let mut sent = 0u64;
-    for _ in 0..args.seconds {
+    for _ in 0..args.catch_up_seconds {
         for house in houses.iter_mut() {
             if let Some(r) = house.next() {
                 ensure!(producer.send(&r), "the producer refused a reading");
@@ -265,6 +300,8 @@ fn throughput_run(bin: &Path, args: &W2Args, root: &Path) -> Result<ThroughputRu
         }
     }
     producer.flush(Duration::from_secs(120))?;
+    drop(houses);
+    drop(producer);
     let produce_s = produced_at.elapsed().as_secs_f64();
     eprintln!(
         "  produced {sent} readings in {produce_s:.1} s; running wattflow live on {} partitions",
@@ -274,12 +311,13 @@ fn throughput_run(bin: &Path, args: &W2Args, root: &Path) -> Result<ThroughputRu
     let services = ServiceCpu::start(root);
     let m = measure::run(&mut live_command(bin, args, &topic, &keyspace, "1s"))?;
     let (kafka_cpu_s, cassandra_cpu_s) = services.used();
-    let (readings, rows_written, changes_merged, last) = parse_live(&m.stdout)?;
+    let out = parse_live(&m.stdout)?;
+    let readings = out.readings;
     ensure!(
         readings == sent,
         "the pipeline read {readings} readings, {sent} were produced"
     );
-    let active_s = last.context("the pipeline wrote no row")?;
+    let active_s = out.last_write_s.context("the pipeline wrote no row")?;
 
     // Every household of a sample must count all its readings in its day row.
     let views = connect(&CassandraSinkConfig {
@@ -299,22 +337,22 @@ fn throughput_run(bin: &Path, args: &W2Args, root: &Path) -> Result<ThroughputRu
         )?;
         let samples: i64 = rows.iter().map(|r| r.samples).sum();
         ensure!(
-            samples == i64::from(args.seconds),
+            samples == i64::from(args.catch_up_seconds),
             "{meter}: day rows count {samples} readings, {} were produced",
-            args.seconds
+            args.catch_up_seconds
         );
         checked += 1;
     }
     drop_keyspace(&views, &keyspace);
     let cpu_s = (m.user + m.sys).as_secs_f64();
-    Ok(ThroughputRun {
+    Ok(CatchUpRun {
         readings,
         produce_s,
         active_s,
         wall_s: m.wall.as_secs_f64(),
         readings_per_s: readings as f64 / active_s,
-        rows_written,
-        changes_merged,
+        rows_written: out.rows_written,
+        changes_merged: out.changes_merged,
         cpu_s,
         cpu_s_per_million: cpu_s / readings as f64 * 1e6,
         peak_rss_mib: m.max_rss_mib(),
@@ -333,11 +371,18 @@ fn drop_keyspace(views: &CassandraViews, keyspace: &str) {
 /// One probe household's readings: `(ts, handed to the producer, readings of its minute so far)`.
 type ProbeLog = Vec<(i64, Instant, i64)>;
 
-fn freshness_run(bin: &Path, args: &W2Args, root: &Path) -> Result<FreshnessRun> {
-    let topic = unique("w2_fr");
-    let keyspace = unique("w2_fr");
+fn stream_run(
+    bin: &Path,
+    args: &W2Args,
+    root: &Path,
+    rate: u32,
+    seconds: u32,
+) -> Result<StreamRun> {
+    let topic = unique("w2_rt");
+    let keyspace = unique("w2_rt");
     ensure_topic(&args.brokers, &topic, args.partitions).context("creating the topic")?;
     let services = ServiceCpu::start(root);
+    let child_started = Instant::now();
     let child = {
         let mut cmd = live_command(bin, args, &topic, &keyspace, "10s");
         thread::spawn(move || measure::run(&mut cmd))
@@ -350,9 +395,9 @@ fn freshness_run(bin: &Path, args: &W2Args, root: &Path) -> Result<FreshnessRun>
     thread::sleep(Duration::from_secs(3));
     let views = Arc::new(connect(&config)?);
 
-    let gen = generator(args.rate);
-    let probe_every = (args.rate / args.probes.max(1)).max(1);
-    let probes: Vec<u32> = (1..=args.rate).step_by(probe_every as usize).collect();
+    let gen = generator(rate);
+    let probe_every = (rate / args.probes.max(1)).max(1);
+    let probes: Vec<u32> = (1..=rate).step_by(probe_every as usize).collect();
     let logs: Arc<Vec<Mutex<ProbeLog>>> =
         Arc::new(probes.iter().map(|_| Mutex::new(Vec::new())).collect());
     let done = Arc::new(AtomicBool::new(false));
@@ -370,7 +415,7 @@ fn freshness_run(bin: &Path, args: &W2Args, root: &Path) -> Result<FreshnessRun>
             let mut fresh = Vec::new();
             let mut polls = 0u64;
             let started = Instant::now();
-            let give_up = Duration::from_secs(60);
+            let give_up = Duration::from_secs(180);
             let mut finished_at: Option<Instant> = None;
             loop {
                 let mut pending = false;
@@ -415,45 +460,64 @@ fn freshness_run(bin: &Path, args: &W2Args, root: &Path) -> Result<FreshnessRun>
 
     // The producer: every household once a second, spread evenly over the second.
     let mut producer = ReadingProducer::new(&args.brokers, &topic)?;
-    let t0 = Instant::now();
-    let first_ts = unix_ms() / 1000 * 1000;
+    let first_ts = unix_ms() / 1000 * 1000 + 1000;
+    // One cached sequence per household: the generator's values, cheaper than one by one.
+    let mut houses: Vec<_> = (1..=rate)
+        .map(|h| gen.readings(h, first_ts, 1, u64::from(seconds)))
+        .collect();
     let mut sent = 0u64;
     let mut probe_counts: BTreeMap<u32, (i64, i64)> = BTreeMap::new();
-    let spacing = Duration::from_secs(1).div_f64(f64::from(args.rate.max(1)));
-    for second in 0..args.freshness_seconds {
+    // Household h sends at (h - 1) / rate into each second, in 1 ms ticks.
+    let per_ms = f64::from(rate.max(1)) / 1000.0;
+    let t0 = Instant::now();
+    for second in 0..seconds {
         let ts = first_ts + i64::from(second) * 1000;
         let round = t0 + Duration::from_secs(u64::from(second));
-        for h in 1..=args.rate {
-            let at = round + spacing.mul_f64(f64::from(h - 1));
+        let mut h = 1u32;
+        for tick in 1..=1000u32 {
+            let at = round + Duration::from_millis(u64::from(tick - 1));
             let now = Instant::now();
             if at > now {
                 thread::sleep(at - now);
             }
-            let r = gen.reading(h, ts, 1);
-            ensure!(producer.send(&r), "the producer refused a reading");
-            sent += 1;
-            if let Ok(i) = probes.binary_search(&h) {
-                let handed = Instant::now();
-                let minute = ts - ts.rem_euclid(60_000);
-                let entry = probe_counts.entry(h).or_insert((minute, 0));
-                if entry.0 != minute {
-                    *entry = (minute, 0);
+            let until = ((f64::from(tick) * per_ms).round() as u32).min(rate);
+            while h <= until {
+                let r = houses[(h - 1) as usize]
+                    .next()
+                    .context("the generator ran out")?;
+                debug_assert_eq!(r.ts, ts);
+                ensure!(producer.send(&r), "the producer refused a reading");
+                sent += 1;
+                if let Ok(i) = probes.binary_search(&h) {
+                    let handed = Instant::now();
+                    let minute = ts - ts.rem_euclid(60_000);
+                    let entry = probe_counts.entry(h).or_insert((minute, 0));
+                    if entry.0 != minute {
+                        *entry = (minute, 0);
+                    }
+                    entry.1 += 1;
+                    logs[i]
+                        .lock()
+                        .expect("probe log")
+                        .push((ts, handed, entry.1));
                 }
-                entry.1 += 1;
-                logs[i]
-                    .lock()
-                    .expect("probe log")
-                    .push((ts, handed, entry.1));
+                h += 1;
             }
         }
     }
-    let achieved_rate = sent as f64 / t0.elapsed().as_secs_f64();
+    let produced_s = t0.elapsed().as_secs_f64();
     producer.flush(Duration::from_secs(60))?;
+    drop(houses);
+    let start_rel = t0.duration_since(child_started).as_secs_f64();
+    let end_rel = start_rel + produced_s;
     done.store(true, Ordering::Relaxed);
     let (mut fresh, poll_period_ms) = poller.join().expect("poller panicked")?;
     let m: Measured = child.join().expect("pipeline thread panicked")?;
     let (kafka_cpu_s, cassandra_cpu_s) = services.used();
-    let (readings, rows_written, _, _) = parse_live(&m.stdout)?;
+    let out = parse_live(&m.stdout)?;
+    let readings = out.readings;
+    let last_message_s = out.last_message_s.context("the pipeline read nothing")?;
+    let last_write_s = out.last_write_s.context("the pipeline wrote nothing")?;
     ensure!(
         readings == sent,
         "the pipeline read {readings} readings, {sent} were produced"
@@ -478,15 +542,19 @@ fn freshness_run(bin: &Path, args: &W2Args, root: &Path) -> Result<FreshnessRun>
     let pct = |p: f64| fresh[((fresh.len() - 1) as f64 * p).round() as usize];
     ensure!(!fresh.is_empty(), "no freshness sample");
     let cpu_s = (m.user + m.sys).as_secs_f64();
-    Ok(FreshnessRun {
+    Ok(StreamRun {
+        target_rate: rate,
         readings,
-        achieved_rate,
+        sustained_rate: readings as f64 / (last_message_s - start_rel).max(1e-3),
+        produced_rate: sent as f64 / produced_s,
+        ingest_lag_s: last_message_s - end_rel,
+        views_complete_s: last_write_s - end_rel,
         samples: fresh.len(),
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         max_ms: *fresh.last().unwrap_or(&0.0),
         poll_period_ms,
-        rows_written,
+        rows_written: out.rows_written,
         cpu_s,
         cpu_s_per_million: cpu_s / readings as f64 * 1e6,
         peak_rss_mib: m.max_rss_mib(),
@@ -500,22 +568,55 @@ pub fn run(args: W2Args) -> Result<()> {
     let root = crate::w1::workspace_root();
     let bin = crate::w1::locate_wattflow(args.wattflow.as_deref(), args.build, &root)?;
     for phase in &args.skip {
-        if phase != "throughput" && phase != "freshness" {
-            bail!("--skip {phase:?}: throughput or freshness");
+        if !["sustained", "freshness", "catch-up"].contains(&phase.as_str()) {
+            bail!("--skip {phase:?}: sustained, freshness or catch-up");
         }
     }
     let skip = |p: &str| args.skip.iter().any(|s| s == p);
     let machine = Machine::probe(&root);
     std::fs::create_dir_all(&args.out)?;
-    let mut throughput = Vec::new();
-    let mut freshness = Vec::new();
+    let (mut sustained, mut freshness, mut catch_up) = (Vec::new(), Vec::new(), Vec::new());
+    let show = |r: &StreamRun| {
+        eprintln!(
+            "  sustained {:.0} readings/s (produced {:.0}/s); ingest lag {:.2} s; views complete \
+             {:.1} s after production; freshness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
+             {:.1} CPU-s/M, {:.0} MiB",
+            r.sustained_rate,
+            r.produced_rate,
+            r.ingest_lag_s,
+            r.views_complete_s,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.cpu_s_per_million,
+            r.peak_rss_mib
+        );
+    };
     for run in 1..=args.runs {
-        if !skip("throughput") {
+        if !skip("sustained") {
             eprintln!(
-                "W2 throughput run {run}/{}: {} households × {} s",
+                "W2 sustained run {run}/{}: {} readings/s for {} s",
                 args.runs, args.households, args.seconds
             );
-            let r = throughput_run(&bin, &args, &root)?;
+            let r = stream_run(&bin, &args, &root, args.households, args.seconds)?;
+            show(&r);
+            sustained.push(r);
+        }
+        if !skip("freshness") {
+            eprintln!(
+                "W2 freshness run {run}/{}: {} readings/s for {} s",
+                args.runs, args.rate, args.freshness_seconds
+            );
+            let r = stream_run(&bin, &args, &root, args.rate, args.freshness_seconds)?;
+            show(&r);
+            freshness.push(r);
+        }
+        if !skip("catch-up") {
+            eprintln!(
+                "W2 catch-up run {run}/{}: {} households × {} s produced first",
+                args.runs, args.households, args.catch_up_seconds
+            );
+            let r = catch_up_run(&bin, &args, &root)?;
             eprintln!(
                 "  {:.0} readings/s ({} readings in {:.2} s), {} rows, {:.1} CPU-s/M, {:.0} MiB",
                 r.readings_per_s,
@@ -525,19 +626,7 @@ pub fn run(args: W2Args) -> Result<()> {
                 r.cpu_s_per_million,
                 r.peak_rss_mib
             );
-            throughput.push(r);
-        }
-        if !skip("freshness") {
-            eprintln!(
-                "W2 freshness run {run}/{}: {} readings/s for {} s",
-                args.runs, args.rate, args.freshness_seconds
-            );
-            let r = freshness_run(&bin, &args, &root)?;
-            eprintln!(
-                "  p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} readings ({:.0}/s achieved)",
-                r.p50_ms, r.p99_ms, r.max_ms, r.samples, r.achieved_rate
-            );
-            freshness.push(r);
+            catch_up.push(r);
         }
     }
     let report = RawReport {
@@ -546,18 +635,20 @@ pub fn run(args: W2Args) -> Result<()> {
         wattflow_binary: bin.display().to_string(),
         households: args.households,
         seconds: args.seconds,
+        catch_up_seconds: args.catch_up_seconds,
         rate: args.rate,
         freshness_seconds: args.freshness_seconds,
         partitions: args.partitions,
         workers: args.workers,
-        throughput: &throughput,
+        sustained: &sustained,
         freshness: &freshness,
+        catch_up: &catch_up,
     };
     std::fs::write(
         args.out.join("w2.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    let table = markdown(&args, &machine, &throughput, &freshness);
+    let table = markdown(&args, &machine, &sustained, &freshness, &catch_up);
     std::fs::write(args.out.join("w2.md"), &table)?;
     println!("{table}");
     Ok(())
@@ -567,11 +658,34 @@ fn med<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
     median(&runs.iter().map(f).collect::<Vec<_>>())
 }
 
+fn stream_rows(what: &str, seconds: u32, runs: &[StreamRun]) -> String {
+    if runs.is_empty() {
+        return String::new();
+    }
+    format!(
+        "| {what} | {} | {seconds} | {:.0} | {:.0} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
+        runs[0].target_rate,
+        med(runs, |r| r.produced_rate),
+        med(runs, |r| r.sustained_rate),
+        med(runs, |r| r.ingest_lag_s),
+        med(runs, |r| r.views_complete_s),
+        med(runs, |r| r.p50_ms),
+        med(runs, |r| r.p99_ms),
+        med(runs, |r| r.max_ms),
+        med(runs, |r| r.poll_period_ms),
+        med(runs, |r| r.cpu_s_per_million),
+        med(runs, |r| r.peak_rss_mib),
+        med(runs, |r| r.kafka_cpu_s),
+        med(runs, |r| r.cassandra_cpu_s),
+    )
+}
+
 fn markdown(
     args: &W2Args,
     machine: &Machine,
-    throughput: &[ThroughputRun],
-    freshness: &[FreshnessRun],
+    sustained: &[StreamRun],
+    freshness: &[StreamRun],
+    catch_up: &[CatchUpRun],
 ) -> String {
     let mut md = format!(
         "## W2: live stream (medians of {} runs, {} worker(s), {} partitions, {})\n\n",
@@ -589,41 +703,36 @@ fn markdown(
         machine.load_average,
         machine.wattflow_commit
     ));
-    if !throughput.is_empty() {
-        md.push_str(&format!(
-            "Throughput: {} households × {} s = {} readings, pre-produced, drained end to end.\n\n\
-             | readings/s | active s | rows written | changes merged | pipeline CPU-s per M readings | pipeline peak RSS MiB | Kafka CPU-s | Cassandra CPU-s |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n\n",
-            args.households,
-            args.seconds,
-            throughput[0].readings,
-            med(throughput, |r| r.readings_per_s),
-            med(throughput, |r| r.active_s),
-            med(throughput, |r| r.rows_written as f64),
-            med(throughput, |r| r.changes_merged as f64),
-            med(throughput, |r| r.cpu_s_per_million),
-            med(throughput, |r| r.peak_rss_mib),
-            med(throughput, |r| r.kafka_cpu_s),
-            med(throughput, |r| r.cassandra_cpu_s),
-        ));
+    if !sustained.is_empty() || !freshness.is_empty() {
+        md.push_str(
+            "Real time: households produce one reading a second each while the pipeline runs; \
+             freshness = reading produced → its minute row visible.\n\n\
+             | phase | target readings/s | s | produced/s | sustained readings/s | ingest lag s | \
+             views complete s after | p50 ms | p99 ms | max ms | poll period ms | pipeline \
+             CPU-s per M readings | pipeline peak RSS MiB | Kafka CPU-s | Cassandra CPU-s |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        md.push_str(&stream_rows("sustained", args.seconds, sustained));
+        md.push_str(&stream_rows("freshness", args.freshness_seconds, freshness));
+        md.push('\n');
     }
-    if !freshness.is_empty() {
+    if !catch_up.is_empty() {
         md.push_str(&format!(
-            "Freshness: {} readings/s produced in real time for {} s; {} probe households polled.\n\n\
-             | achieved readings/s | p50 ms | p99 ms | max ms | poll period ms | pipeline CPU-s per M readings | pipeline peak RSS MiB | Kafka CPU-s | Cassandra CPU-s |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
-            args.rate,
-            args.freshness_seconds,
-            args.probes,
-            med(freshness, |r| r.achieved_rate),
-            med(freshness, |r| r.p50_ms),
-            med(freshness, |r| r.p99_ms),
-            med(freshness, |r| r.max_ms),
-            med(freshness, |r| r.poll_period_ms),
-            med(freshness, |r| r.cpu_s_per_million),
-            med(freshness, |r| r.peak_rss_mib),
-            med(freshness, |r| r.kafka_cpu_s),
-            med(freshness, |r| r.cassandra_cpu_s),
+            "Catch-up: {} households × {} s = {} readings produced first, then drained until \
+             the views are complete.\n\n\
+             | readings/s | active s | rows written | changes merged | pipeline CPU-s per M readings | pipeline peak RSS MiB | Kafka CPU-s | Cassandra CPU-s |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
+            args.households,
+            args.catch_up_seconds,
+            catch_up[0].readings,
+            med(catch_up, |r| r.readings_per_s),
+            med(catch_up, |r| r.active_s),
+            med(catch_up, |r| r.rows_written as f64),
+            med(catch_up, |r| r.changes_merged as f64),
+            med(catch_up, |r| r.cpu_s_per_million),
+            med(catch_up, |r| r.peak_rss_mib),
+            med(catch_up, |r| r.kafka_cpu_s),
+            med(catch_up, |r| r.cassandra_cpu_s),
         ));
     }
     md
@@ -637,10 +746,17 @@ mod tests {
     fn reads_the_live_summary() {
         let out = "live finished after 12.3 s: 3000000 messages, 2999990 readings, 10 rejected, \
                    0 duplicates, 123456 rows written, 777 changes merged\n\
+                   last message read 8.500 s after start\n\
                    last row written 9.876 s after start\n";
         assert_eq!(
             parse_live(out).unwrap(),
-            (2_999_990, 123_456, 777, Some(9.876))
+            LiveOutput {
+                readings: 2_999_990,
+                rows_written: 123_456,
+                changes_merged: 777,
+                last_message_s: Some(8.5),
+                last_write_s: Some(9.876),
+            }
         );
         assert!(parse_live("nothing").is_err());
     }

@@ -105,12 +105,21 @@ pub struct LiveArgs {
     /// How long a changed minute row may wait to gather further changes before it is written.
     #[arg(long, value_parser = parse_duration, default_value = "0ms")]
     pub minute_delay: Duration,
-    /// The same for hour and day rows.
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub coarse_delay: Duration,
-    /// Most Cassandra upserts in flight at once.
+    /// The same for hour rows.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub hour_delay: Duration,
+    /// The same for day rows.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub day_delay: Duration,
+    /// While the input catches up on a backlog, every changed row waits at least this long.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub backlog_delay: Duration,
+    /// Most Cassandra requests in flight at once.
     #[arg(long, default_value_t = wattflow::sink::cassandra::DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
+    /// Rows per Cassandra request (an unlogged batch when more than 1).
+    #[arg(long, default_value_t = wattflow::sink::cassandra::DEFAULT_BATCH_ROWS)]
+    pub batch_rows: usize,
     /// Also write sealed windows as Parquet batch views here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -341,8 +350,11 @@ fn live(args: LiveArgs) -> Result<()> {
     cassandra.keyspace = args.keyspace;
     cassandra.minute_ttl = args.minute_ttl;
     cassandra.minute_delay = args.minute_delay;
-    cassandra.coarse_delay = args.coarse_delay;
+    cassandra.hour_delay = args.hour_delay;
+    cassandra.day_delay = args.day_delay;
     cassandra.max_in_flight = args.max_in_flight;
+    cassandra.batch_rows = args.batch_rows;
+    cassandra.backlog_delay = args.backlog_delay;
     let mut job = crate::live::Live::new(kafka, cassandra).workers(args.workers);
     if let Some(out) = args.out {
         job = job.parquet(out);
@@ -358,6 +370,9 @@ fn live(args: LiveArgs) -> Result<()> {
         s.rows_written,
         s.changes_merged,
     );
+    if let Some(at) = s.last_message_after {
+        println!("last message read {:.3} s after start", at.as_secs_f64());
+    }
     if let Some(at) = s.last_write_after {
         println!("last row written {:.3} s after start", at.as_secs_f64());
     }

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use timely::dataflow::operators::core::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
-use wattflow::sink::cassandra::{cassandra_sink, connect, CassandraSinkConfig, CassandraStats};
+use wattflow::sink::cassandra::{
+    cassandra_sink_paced, connect, CassandraSinkConfig, CassandraStats,
+};
 use wattflow::sink::parquet::{parquet_sink, update_manifest, ParquetSinkConfig, SinkReport};
 use wattflow::source::kafka::{kafka_source, KafkaSourceConfig, KafkaStats};
 use wattflow::Granularity;
@@ -67,6 +69,8 @@ pub struct LiveSummary {
     pub rows_written: u64,
     /// Changes merged into a row that was waiting to be written.
     pub changes_merged: u64,
+    /// When the last message was read, from the start (`None`: none was).
+    pub last_message_after: Option<Duration>,
     /// When the last upsert was acknowledged, from the start (`None`: nothing was written):
     /// how long the pipeline took to bring the views up to date with its input.
     pub last_write_after: Option<Duration>,
@@ -172,10 +176,12 @@ impl Live {
                     )?;
                     let windows = streams.readings.window_aggregate(&WindowConfig::eager());
                     windows.updates.inner.clone().probe_with(&aggregated);
-                    cassandra_sink(
+                    let source_stats = Arc::clone(&kstats);
+                    cassandra_sink_paced(
                         windows.updates.inner.clone(),
                         Arc::clone(&views),
                         Arc::clone(&cstats),
+                        Arc::new(move || source_stats.backlogged()),
                     )
                     .probe_with(&durable);
                     if let Some(config) = &parquet {
@@ -232,6 +238,12 @@ impl Live {
             duplicates: duplicates.load(Ordering::Relaxed),
             rows_written: cstats.rows_written.load(Ordering::Relaxed),
             changes_merged: cstats.coalesced.load(Ordering::Relaxed),
+            last_message_after: match kstats.last_message_ms.load(Ordering::Relaxed) {
+                ms if ms <= 0 => None,
+                ms => Some(Duration::from_millis(
+                    (ms as u64).saturating_sub(started_unix_us / 1000),
+                )),
+            },
             last_write_after: match cstats.last_ack_unix_us.load(Ordering::Relaxed) {
                 0 => None,
                 us => Some(Duration::from_micros(us.saturating_sub(started_unix_us))),

@@ -27,15 +27,32 @@
 //! round trip of its arrival.
 //!
 //! A window is written once it is *due*: its first unwritten change is older than the
-//! granularity's delay ([`CassandraSinkConfig::minute_delay`], 0 by default, and
-//! [`CassandraSinkConfig::coarse_delay`], 5 s by default, for hours and days), or it is sealed
+//! granularity's delay ([`CassandraSinkConfig::minute_delay`], 0 by default;
+//! [`CassandraSinkConfig::hour_delay`], 10 s; [`CassandraSinkConfig::day_delay`], 60 s), or it is sealed
 //! (the input frontier has reached its end), or the input has ended. Among due windows the one
 //! with the oldest change goes first, as far as the in-flight permits allow. So:
 //! - when Cassandra keeps up, every change of a minute row is written at once, and an hour or
-//!   day row is written at most every `coarse_delay`, its changes meanwhile merged into one write;
-//! - when it does not, the queues fill up to the open windows and every row is rewritten, oldest
+//!   day row at most once per its delay, its changes meanwhile merged into one write (a
+//!   per-second meter changes its three windows every second: written as they change, the
+//!   hour and day rows would double the load for views that a few seconds of lag do not hurt);
+//! - while the input catches up on a backlog ([`cassandra_sink_paced`]), every row waits at least
+//!   [`CassandraSinkConfig::backlog_delay`] (30 s): those changes are history, and writing each
+//!   of them would spend Cassandra on values overwritten a moment later;
+//! - when it does not keep up, the queues fill up to the open windows and every row is rewritten, oldest
 //!   change first, as often as Cassandra allows: the views lag, but the pipeline keeps its input
 //!   rate and memory stays bounded (the lag is the number of open windows over the upsert rate).
+//!
+//! # Batches
+//! Due rows are sent [`CassandraSinkConfig::batch_rows`] at a time (16 by default) as one
+//! `UNLOGGED BATCH` of the prepared upserts: on a node where most of the CPU goes to handling
+//! requests, this cuts the cost of a row several times over, for the client too. The rows of a
+//! batch belong to different partitions; an unlogged batch gives no atomicity, which is not
+//! needed (each row is an idempotent upsert with its own write timestamp). 16 rows are about
+//! 16 KiB, below Cassandra's default `batch_size_fail_threshold` (50 KiB) but above its warning
+//! thresholds (`batch_size_warn_threshold`, 5 KiB; `unlogged_batch_across_partitions_warn_threshold`,
+//! 10): raise those (as `scripts/services.sh` does) or the node logs a warning per batch. On a
+//! large cluster, where a batch's coordinator forwards rows to other replicas, smaller batches
+//! (or 1) spread the load better.
 //!
 //! Every upsert is a prepared `INSERT ... USING TIMESTAMP ?` (plus `AND TTL ?` for minute rows
 //! when [`CassandraSinkConfig::minute_ttl`] is set). When a window has no power factor (P and Q
@@ -83,6 +100,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{DbError, ExecutionError, NewSessionError, RequestAttemptError};
 use scylla::response::{PagingState, PagingStateResponse};
+use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Statement;
 use scylla::value::{CqlTimestamp, CqlValue, Row};
@@ -109,11 +127,21 @@ pub const DEFAULT_REPLICATION: &str = "{'class': 'SimpleStrategy', 'replication_
 pub const DEFAULT_MINUTE_TTL: Option<Duration> = None;
 /// Default [`CassandraSinkConfig::minute_delay`]: a changed minute row is written at once.
 pub const DEFAULT_MINUTE_DELAY: Duration = Duration::ZERO;
-/// Default [`CassandraSinkConfig::coarse_delay`]: a changed hour or day row waits up to 5 s,
-/// gathering the changes of that time into one write.
-pub const DEFAULT_COARSE_DELAY: Duration = Duration::from_secs(5);
-/// Default [`CassandraSinkConfig::max_in_flight`]: concurrent upserts per process.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// Default [`CassandraSinkConfig::hour_delay`]: a changed hour row waits up to 10 s, gathering
+/// the changes of that time into one write.
+pub const DEFAULT_HOUR_DELAY: Duration = Duration::from_secs(10);
+/// Default [`CassandraSinkConfig::day_delay`]: a changed day row waits up to a minute.
+pub const DEFAULT_DAY_DELAY: Duration = Duration::from_secs(60);
+/// Default [`CassandraSinkConfig::backlog_delay`]: while the input catches up on a backlog,
+/// every changed row waits up to 30 s.
+pub const DEFAULT_BACKLOG_DELAY: Duration = Duration::from_secs(30);
+/// Default [`CassandraSinkConfig::max_in_flight`]: concurrent requests per process (16 of up to
+/// 16 rows). More keeps a node busier on more threads without writing faster; on a machine it
+/// shares with the pipeline (W2 in `benchmarks/`) 64 cost the pipeline its pace at 100 k
+/// readings/s, and 4 made freshness at 10 k/s worse.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+/// Default [`CassandraSinkConfig::batch_rows`]: rows per unlogged batch.
+pub const DEFAULT_BATCH_ROWS: usize = 16;
 /// Default [`CassandraSinkConfig::retry_initial`]: first backoff after a failed upsert.
 pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// Default [`CassandraSinkConfig::retry_max`]: the backoff doubles up to this.
@@ -151,15 +179,26 @@ pub struct CassandraSinkConfig {
     /// at least one, at most [`MAX_TTL_S`].
     #[serde(with = "opt_duration_ms")]
     pub minute_ttl: Option<Duration>,
-    /// Upserts in flight at once, per process (all sink workers share them).
+    /// Requests (single upserts or batches) in flight at once, per process (all sink workers
+    /// share them).
     pub max_in_flight: usize,
+    /// Most rows per request: due rows are sent together as one `UNLOGGED BATCH` (1: every row
+    /// alone). See "Batches" in the module docs.
+    pub batch_rows: usize,
     /// How long a changed minute row may wait before it is written, so that further changes
     /// of it are written together (see "Writes" in the module docs).
     #[serde(with = "duration_ms")]
     pub minute_delay: Duration,
-    /// The same for hour and day rows.
+    /// The same for hour rows.
     #[serde(with = "duration_ms")]
-    pub coarse_delay: Duration,
+    pub hour_delay: Duration,
+    /// The same for day rows.
+    #[serde(with = "duration_ms")]
+    pub day_delay: Duration,
+    /// The least delay of every row while the input is catching up on a backlog (see
+    /// [`cassandra_sink_paced`]): its intermediate values are history nobody waits for.
+    #[serde(with = "duration_ms")]
+    pub backlog_delay: Duration,
     /// First backoff after a failed upsert.
     #[serde(with = "duration_ms")]
     pub retry_initial: Duration,
@@ -187,8 +226,11 @@ impl Default for CassandraSinkConfig {
             replication: DEFAULT_REPLICATION.to_owned(),
             minute_ttl: DEFAULT_MINUTE_TTL,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            batch_rows: DEFAULT_BATCH_ROWS,
             minute_delay: DEFAULT_MINUTE_DELAY,
-            coarse_delay: DEFAULT_COARSE_DELAY,
+            hour_delay: DEFAULT_HOUR_DELAY,
+            day_delay: DEFAULT_DAY_DELAY,
+            backlog_delay: DEFAULT_BACKLOG_DELAY,
             retry_initial: DEFAULT_RETRY_INITIAL,
             retry_max: DEFAULT_RETRY_MAX,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -241,6 +283,9 @@ impl CassandraSinkConfig {
         }
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
             return bad("max_in_flight must be at least 1".into());
+        }
+        if self.batch_rows == 0 || self.batch_rows > u16::MAX as usize {
+            return bad("batch_rows must be from 1 to 65535".into());
         }
         if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
             return bad("retry_initial must be positive and at most retry_max".into());
@@ -930,13 +975,12 @@ fn jittered(base: Duration, write_ts: i64, attempt: u32) -> Duration {
     base.mul_f64(0.8 + 0.4 * unit)
 }
 
-/// One row handed to a write task.
+/// Rows handed to one write task: one upsert, or an unlogged batch of them.
 struct Write {
-    key: WindowKey,
-    agg: Aggregate,
+    rows: Vec<(WindowKey, Aggregate)>,
     write_ts: i64,
-    /// Sequence number of the oldest change this write makes durable.
-    first_seq: u64,
+    /// Sequence number of the oldest change each row makes durable.
+    first_seqs: Vec<u64>,
 }
 
 /// A changed window waiting to be written: its latest value.
@@ -986,8 +1030,11 @@ struct Waker {
 }
 
 impl Waker {
-    fn finish(&self, first_seq: u64) {
-        self.finished.lock().expect("waker lock").push(first_seq);
+    fn finish(&self, first_seqs: &[u64]) {
+        self.finished
+            .lock()
+            .expect("waker lock")
+            .extend_from_slice(first_seqs);
         if self.armed.swap(false, Ordering::AcqRel) {
             // Fails only when the worker is gone; then there is nobody to wake.
             let _ = self.activator.activate();
@@ -995,27 +1042,45 @@ impl Waker {
     }
 }
 
-/// Writes one row, retrying retryable failures forever with backoff.
-async fn write_row(
+/// Writes one row or one unlogged batch of rows, retrying retryable failures forever with
+/// backoff.
+async fn write_rows(
     shared: Arc<Shared>,
     stats: Arc<CassandraStats>,
     waker: Arc<Waker>,
     permit: OwnedSemaphorePermit,
     write: Write,
 ) {
-    let view = shared.view(write.key.granularity);
-    let (with_pf, values) = upsert_values(&write.key, &write.agg, write.write_ts, view.ttl_s);
-    let statement = if with_pf {
-        &view.with_pf
-    } else {
-        &view.without_pf
-    };
+    let mut batch = Batch::new(BatchType::Unlogged);
+    let mut values = Vec::with_capacity(write.rows.len());
+    for (key, agg) in &write.rows {
+        let view = shared.view(key.granularity);
+        let (with_pf, row) = upsert_values(key, agg, write.write_ts, view.ttl_s);
+        batch.append_statement(if with_pf {
+            view.with_pf.clone()
+        } else {
+            view.without_pf.clone()
+        });
+        values.push(row);
+    }
+    // Every row carries its own write timestamp: the batch can be applied any number of times.
+    batch.set_is_idempotent(true);
+    let (first_key, _) = &write.rows[0];
+    let rows = write.rows.len() as u64;
     let mut delay = shared.retry_initial;
     let mut attempt = 0u32;
     loop {
-        match shared.session.execute_unpaged(statement, &values).await {
-            Ok(_) => {
-                stats.rows_written.fetch_add(1, Ordering::Relaxed);
+        let result = match (&batch.statements[..], &values[..]) {
+            ([BatchStatement::PreparedStatement(statement)], [row]) => shared
+                .session
+                .execute_unpaged(statement, row)
+                .await
+                .map(|_| ()),
+            _ => shared.session.batch(&batch, &values).await.map(|_| ()),
+        };
+        match result {
+            Ok(()) => {
+                stats.rows_written.fetch_add(rows, Ordering::Relaxed);
                 let now_us = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_micros() as u64);
@@ -1028,13 +1093,14 @@ async fn write_row(
                 let wait = jittered(delay, write.write_ts, attempt);
                 if attempt > QUIET_RETRIES {
                     tracing::warn!(
-                        meter = %write.key.meter, granularity = %write.key.granularity,
-                        window_start = write.key.start, attempt, retry_in_ms = wait.as_millis() as u64,
+                        meter = %first_key.meter, granularity = %first_key.granularity,
+                        window_start = first_key.start, rows, attempt,
+                        retry_in_ms = wait.as_millis() as u64,
                         error = %e, "Cassandra upsert failed; retrying"
                     );
                 } else {
                     tracing::debug!(
-                        meter = %write.key.meter, window_start = write.key.start, attempt,
+                        meter = %first_key.meter, window_start = first_key.start, rows, attempt,
                         error = %e, "Cassandra upsert failed; retrying"
                     );
                 }
@@ -1042,20 +1108,20 @@ async fn write_row(
                 delay = delay.saturating_mul(2).min(shared.retry_max);
             }
             Err(e) => {
-                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                stats.write_errors.fetch_add(rows, Ordering::Relaxed);
                 tracing::error!(
-                    meter = %write.key.meter, granularity = %write.key.granularity,
-                    window_start = write.key.start, error = %e,
-                    "Cassandra upsert failed and cannot succeed by retrying; row given up"
+                    meter = %first_key.meter, granularity = %first_key.granularity,
+                    window_start = first_key.start, rows, error = %e,
+                    "Cassandra upsert failed and cannot succeed by retrying; rows given up"
                 );
                 break;
             }
         }
     }
-    stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    stats.in_flight.fetch_sub(rows, Ordering::Relaxed);
     // Free the permit before waking, so the woken operator can use it.
     drop(permit);
-    waker.finish(write.first_seq);
+    waker.finish(&write.first_seqs);
 }
 
 /// A time whose updates have all arrived, held until they are durable.
@@ -1080,6 +1146,9 @@ fn hold(cap: &InputCapability<Time>, time: Time) -> Option<Capability<Time>> {
 /// The write scheduler of one sink worker: dirty windows, writes in flight, held times.
 struct Scheduler {
     delays: [Duration; 3],
+    backlog_delay: Duration,
+    /// Whether the input is catching up (then every delay is at least `backlog_delay`).
+    backlogged: bool,
     /// Sequence number of the last change received.
     seq: u64,
     /// Queue position of every dirty window, by window.
@@ -1097,11 +1166,9 @@ struct Scheduler {
 impl Scheduler {
     fn new(config: &CassandraSinkConfig) -> Scheduler {
         Scheduler {
-            delays: [
-                config.minute_delay,
-                config.coarse_delay,
-                config.coarse_delay,
-            ],
+            backlog_delay: config.backlog_delay,
+            backlogged: false,
+            delays: [config.minute_delay, config.hour_delay, config.day_delay],
             seq: 0,
             positions: FxMap::default(),
             queues: Default::default(),
@@ -1155,7 +1222,7 @@ impl Scheduler {
             let due = match sealed_before {
                 None => true,
                 Some(f) => {
-                    now.duration_since(front.since) >= self.delays[g]
+                    now.duration_since(front.since) >= self.delay(g)
                         || front
                             .key
                             .start
@@ -1175,12 +1242,21 @@ impl Scheduler {
         Some(dirty)
     }
 
+    /// The delay of granularity index `g` now.
+    fn delay(&self, g: usize) -> Duration {
+        if self.backlogged {
+            self.delays[g].max(self.backlog_delay)
+        } else {
+            self.delays[g]
+        }
+    }
+
     /// When the oldest not-yet-due window becomes due, if any is waiting.
     fn next_wake(&self) -> Option<Instant> {
         self.queues
             .iter()
             .enumerate()
-            .filter_map(|(g, q)| q.items.front().map(|d| d.since + self.delays[g]))
+            .filter_map(|(g, q)| q.items.front().map(|d| d.since + self.delay(g)))
             .min()
     }
 
@@ -1213,6 +1289,19 @@ pub fn cassandra_sink<'scope>(
     views: Arc<CassandraViews>,
     stats: Arc<CassandraStats>,
 ) -> StreamVec<'scope, Time, ()> {
+    cassandra_sink_paced(updates, views, stats, Arc::new(|| false))
+}
+
+/// [`cassandra_sink`], told by `backlogged` whether its input is catching up on a backlog (for
+/// example [`crate::source::kafka::KafkaStats::backlogged`]): while it is, every row waits at
+/// least [`CassandraSinkConfig::backlog_delay`], so a window's many changes during a catch-up
+/// become a few writes and Cassandra's capacity goes to the values that last.
+pub fn cassandra_sink_paced<'scope>(
+    updates: UpdateStream<'scope>,
+    views: Arc<CassandraViews>,
+    stats: Arc<CassandraStats>,
+    backlogged: Arc<dyn Fn() -> bool + Send + Sync>,
+) -> StreamVec<'scope, Time, ()> {
     let scope = updates.scope();
     let mut builder = OperatorBuilder::new("CassandraViewSink".to_owned(), scope);
     let pact =
@@ -1232,6 +1321,7 @@ pub fn cassandra_sink<'scope>(
         // Never used to send: kept so the output exists for as long as the operator.
         let _output = output;
         let mut sched = Scheduler::new(views.config());
+        let batch_rows = views.config().batch_rows.max(1);
         let mut finished = Vec::new();
         move |frontiers| {
             let now = Instant::now();
@@ -1257,30 +1347,40 @@ pub fn cassandra_sink<'scope>(
             });
             let frontier = frontiers[0].frontier();
             sched.complete(&frontier);
+            sched.backlogged = backlogged();
 
-            // Send what is due, oldest change first, as far as the permits go.
+            // Send what is due, oldest change first, in batches, as far as the permits go.
             let sealed_before = frontier.first().copied();
             loop {
                 let Ok(permit) = Arc::clone(&views.permits).try_acquire_owned() else {
                     waker.armed.store(true, Ordering::Release);
                     break;
                 };
-                let Some(dirty) = sched.next_due(now, sealed_before) else {
-                    break;
+                let mut write = Write {
+                    rows: Vec::new(),
+                    write_ts: next_write_timestamp(),
+                    first_seqs: Vec::new(),
                 };
-                sched.in_flight.insert(dirty.first_seq);
-                stats.in_flight.fetch_add(1, Ordering::Relaxed);
-                views.handle.spawn(write_row(
+                while write.rows.len() < batch_rows {
+                    let Some(dirty) = sched.next_due(now, sealed_before) else {
+                        break;
+                    };
+                    sched.in_flight.insert(dirty.first_seq);
+                    write.first_seqs.push(dirty.first_seq);
+                    write.rows.push((dirty.key, dirty.agg));
+                }
+                if write.rows.is_empty() {
+                    break;
+                }
+                stats
+                    .in_flight
+                    .fetch_add(write.rows.len() as u64, Ordering::Relaxed);
+                views.handle.spawn(write_rows(
                     Arc::clone(&views.shared),
                     Arc::clone(&stats),
                     Arc::clone(&waker),
                     permit,
-                    Write {
-                        key: dirty.key,
-                        agg: dirty.agg,
-                        write_ts: next_write_timestamp(),
-                        first_seq: dirty.first_seq,
-                    },
+                    write,
                 ));
             }
 
@@ -1639,7 +1739,7 @@ mod tests {
     #[test]
     fn scheduler_merges_waiting_changes_and_sends_the_oldest_due_first() {
         let config = CassandraSinkConfig {
-            coarse_delay: Duration::from_secs(5),
+            hour_delay: Duration::from_secs(5),
             ..CassandraSinkConfig::default()
         };
         let mut s = Scheduler::new(&config);
@@ -1801,7 +1901,7 @@ mod tests {
         let (written, errors, retries, in_flight) = stats.snapshot();
         eprintln!("graph took {took:?}: {written} rows, {errors} errors, {retries} retries");
         // Five windows; the changes of m0 and h0 may be merged before they are written, and the
-        // hour and day rows wait `coarse_delay` (or the end), merging theirs.
+        // hour and day rows wait for their delay (or the end), merging theirs.
         assert!((5..=8).contains(&written), "{written} rows written");
         assert_eq!((errors, in_flight), (0, 0));
 
