@@ -283,9 +283,18 @@ pub enum RejectReason {
 }
 
 fn thousandths_text(v: i64) -> String {
+    let mut out = String::with_capacity(16);
+    write_thousandths(&mut out, v);
+    out
+}
+
+/// Appends `v` thousandths as a decimal with exactly three decimals (`-1.050`) to `out`.
+pub fn write_thousandths(out: &mut String, v: i64) {
+    use std::fmt::Write;
     let sign = if v < 0 { "-" } else { "" };
     let a = v.unsigned_abs();
-    format!("{sign}{}.{:03}", a / 1000, a % 1000)
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{sign}{}.{:03}", a / 1000, a % 1000);
 }
 
 impl Reading {

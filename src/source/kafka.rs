@@ -446,6 +446,8 @@ struct Worker {
     cap: Time,
     readings: Vec<(Reading, Time, isize)>,
     rejected: Vec<Rejection>,
+    /// The clock at the start of the current activation (one read for all its messages).
+    now: Instant,
 }
 
 impl Worker {
@@ -529,7 +531,7 @@ impl Worker {
         {
             let p = &mut self.partitions[i];
             p.next_offset = Some(offset + 1);
-            p.last_message = Instant::now();
+            p.last_message = self.now;
             p.eof = false;
             p.idle = false;
         }
@@ -864,6 +866,7 @@ fn open_worker(
         cap: 0,
         readings: Vec::new(),
         rejected: Vec::new(),
+        now,
     };
     Ok((worker, consumer))
 }
@@ -944,6 +947,7 @@ pub fn kafka_source<'scope>(
             let mut behind = false;
             if !blocked {
                 let now_ms = wall_clock_ms();
+                worker.now = Instant::now();
                 let max_batch = worker.config.max_batch.max(1);
                 while taken < max_batch {
                     match consumer.poll(Duration::ZERO) {
@@ -1234,6 +1238,7 @@ mod tests {
             cap: 0,
             readings: Vec::new(),
             rejected: Vec::new(),
+            now,
         }
     }
 
@@ -1244,6 +1249,7 @@ mod tests {
     }
 
     fn feed(w: &mut Worker, partition: i32, offset: i64, ts: i64) {
+        w.now = Instant::now();
         w.handle(partition, offset, None, Some(&message(ts)), ts);
     }
 
