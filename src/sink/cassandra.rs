@@ -1674,6 +1674,9 @@ mod tests {
                 Some(CassandraSinkConfig {
                     keyspace: format!("wattflow_test_{}_{n}", std::process::id()),
                     connect_timeout: Duration::from_secs(30),
+                    // Short, so the durability frontier passes quickly, but not zero.
+                    hour_delay: Duration::from_millis(200),
+                    day_delay: Duration::from_millis(300),
                     ..CassandraSinkConfig::new(addr)
                 })
             }
