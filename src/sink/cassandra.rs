@@ -1568,7 +1568,16 @@ mod tests {
     fn config_defaults_validate_and_round_trip() {
         let c = CassandraSinkConfig::default();
         assert_eq!(c.contact_points, vec!["127.0.0.1:9042".to_owned()]);
-        assert_eq!(c.max_in_flight, 256);
+        assert_eq!((c.max_in_flight, c.batch_rows), (16, 16));
+        assert_eq!(
+            (c.minute_delay, c.hour_delay, c.day_delay, c.backlog_delay),
+            (
+                Duration::ZERO,
+                Duration::from_secs(10),
+                Duration::from_secs(60),
+                Duration::from_secs(30)
+            )
+        );
         c.validate().unwrap();
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains("\"retry_initial\":100"), "{json}");
@@ -1595,6 +1604,10 @@ mod tests {
             },
             CassandraSinkConfig {
                 minute_ttl: Some(Duration::from_millis(1500)),
+                ..c.clone()
+            },
+            CassandraSinkConfig {
+                batch_rows: 0,
                 ..c.clone()
             },
             CassandraSinkConfig {
