@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
@@ -437,11 +437,7 @@ fn live(
         missing_rate: 0.0,
         ..GeneratorConfig::default()
     });
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let start_ts = now_ms / 1000 * 1000;
+    let start_ts = crate::time::now_unix_ms() / 1000 * 1000;
     let rate = config.rate.unwrap_or(config.households as f64);
     let round = Duration::from_secs_f64(config.households as f64 / rate);
     // One cached sequence per household: the same values as `Generator::reading`, cheaper.

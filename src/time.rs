@@ -4,6 +4,18 @@
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// The wall clock in µs since the Unix epoch (0 if the clock is before it).
+pub fn now_unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros().min(i64::MAX as u128) as i64)
+}
+
+/// The wall clock in ms since the Unix epoch (0 if the clock is before it).
+pub fn now_unix_ms() -> i64 {
+    now_unix_us() / 1000
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
 pub const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

@@ -17,7 +17,7 @@ pub struct RunRecord {
     pub workers: usize,
     /// Wall seconds of the child process.
     pub wall_s: f64,
-    /// Peak RSS of the child process (wait4 `ru_maxrss`), MiB.
+    /// Peak RSS of the child process (its `VmHWM`, see `measure`), MiB.
     pub peak_rss_mib: f64,
     /// User CPU seconds of the child.
     pub user_s: f64,

@@ -503,8 +503,8 @@ fn render(
     let _ = writeln!(
         md,
         "Medians of {} run(s) per row, the systems interleaved within each run (order rotated \
-         from run to run); wall time and peak RSS (`ru_maxrss`) of each system's process from \
-         `wait4`; CPU = user + system seconds.\n",
+         from run to run); wall time of each system's process and its CPU (user + system \
+         seconds) from `wait4`, its peak RSS (`VmHWM`) sampled from `/proc`.\n",
         args.runs
     );
     let _ = writeln!(

@@ -122,9 +122,7 @@ impl Live {
     /// is set.
     pub fn run(self, stop: Arc<AtomicBool>) -> Result<LiveSummary, LiveError> {
         let started = Instant::now();
-        let started_unix_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let started_unix_us = wattflow::time::now_unix_us() as u64;
         let views =
             Arc::new(connect(&self.cassandra).map_err(|e| LiveError::Cassandra(e.to_string()))?);
         let kafka = Arc::new(self.kafka);

@@ -28,9 +28,11 @@
 //!
 //! A window is written once it is *due*: its first unwritten change is older than the
 //! granularity's delay ([`CassandraSinkConfig::minute_delay`], 0 by default;
-//! [`CassandraSinkConfig::hour_delay`], 10 s; [`CassandraSinkConfig::day_delay`], 60 s), or it is sealed
-//! (the input frontier has reached its end), or the input has ended. Among due windows the one
-//! with the oldest change goes first, as far as the in-flight permits allow. So:
+//! [`CassandraSinkConfig::hour_delay`], 10 s; [`CassandraSinkConfig::day_delay`], 60 s), or it is
+//! sealed (the input frontier has reached its end), or the input has ended. Only the head of each
+//! queue is examined, so a sealed window behind a younger one waits at most that one's delay.
+//! Among due heads the one with the oldest change goes first, as far as the in-flight permits
+//! allow. So:
 //! - when Cassandra keeps up, every change of a minute row is written at once, and an hour or
 //!   day row at most once per its delay, its changes meanwhile merged into one write (a
 //!   per-second meter changes its three windows every second: written as they change, the
@@ -38,8 +40,8 @@
 //! - while the input catches up on a backlog ([`cassandra_sink_paced`]), every row waits at least
 //!   [`CassandraSinkConfig::backlog_delay`] (30 s): those changes are history, and writing each
 //!   of them would spend Cassandra on values overwritten a moment later;
-//! - when it does not keep up, the queues fill up to the open windows and every row is rewritten, oldest
-//!   change first, as often as Cassandra allows: the views lag, but the pipeline keeps its input
+//! - when it does not keep up, the queues fill up to the open windows and every row is
+//!   rewritten, oldest change first, as often as Cassandra allows: the views lag, but the pipeline keeps its input
 //!   rate and memory stays bounded (the lag is the number of open windows over the upsert rate).
 //!
 //! # Batches
@@ -62,7 +64,8 @@
 //!
 //! Write timestamps are client-side microseconds since the epoch, taken from the wall clock
 //! when a window's value is handed to the writer (a window's newer value is only handed over
-//! after its older one, as a window waits in the queue once), made strictly increasing per process ([`next_write_timestamp`]) and kept across retries: a
+//! after its older one, as a window waits in the queue once), made strictly increasing per
+//! process ([`next_write_timestamp`]) and kept across retries: a
 //! retried stale write always loses to a newer write of the same row, whatever the order in
 //! which they reach Cassandra.
 //!
@@ -93,7 +96,7 @@ use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -576,10 +579,7 @@ static LAST_WRITE_TS: AtomicI64 = AtomicI64::new(i64::MIN);
 /// timestamp handed out before in this process (`max(now, last + 1)`), so a later write of a row
 /// always wins even when the clock stands still or steps back.
 pub fn next_write_timestamp() -> i64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros().min(i64::MAX as u128) as i64)
-        .unwrap_or(0);
+    let now = time::now_unix_us();
     let mut last = LAST_WRITE_TS.load(Ordering::Relaxed);
     loop {
         let next = now.max(last.saturating_add(1));
@@ -1081,10 +1081,9 @@ async fn write_rows(
         match result {
             Ok(()) => {
                 stats.rows_written.fetch_add(rows, Ordering::Relaxed);
-                let now_us = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros() as u64);
-                stats.last_ack_unix_us.fetch_max(now_us, Ordering::Relaxed);
+                stats
+                    .last_ack_unix_us
+                    .fetch_max(time::now_unix_us() as u64, Ordering::Relaxed);
                 break;
             }
             Err(e) if is_retryable(&e) => {
@@ -1554,8 +1553,9 @@ mod tests {
         all.sort_unstable();
         all.dedup();
         assert_eq!(all.len(), n, "every timestamp is unique in the process");
-        let now_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
+        // Read the clock independently of the code under test.
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_micros() as i64;
         assert!(

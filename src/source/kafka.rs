@@ -48,7 +48,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::vec::Collection as VecCollection;
 use differential_dataflow::AsCollection;
@@ -379,10 +379,7 @@ fn client_config(config: &KafkaSourceConfig, own: &[(&str, &str)]) -> ClientConf
 }
 
 fn wall_clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::time::now_unix_ms()
 }
 
 fn parse_floor(metadata: &str) -> Option<i64> {
@@ -451,6 +448,32 @@ struct Worker {
 }
 
 impl Worker {
+    /// A worker over `partitions`, its clocks started now.
+    fn new(
+        config: Arc<KafkaSourceConfig>,
+        stats: Arc<KafkaStats>,
+        durable: ProbeHandle<Time>,
+        index: usize,
+        dead_letters: Option<BaseProducer<DeadLetterContext>>,
+        partitions: Vec<PartitionState>,
+    ) -> Worker {
+        let now = Instant::now();
+        Worker {
+            config,
+            stats,
+            durable,
+            index,
+            dead_letters,
+            partitions,
+            started: now,
+            last_commit: now,
+            cap: 0,
+            readings: Vec::new(),
+            rejected: Vec::new(),
+            now,
+        }
+    }
+
     /// Refuses one message: on the stream and to the dead-letter topic.
     fn reject(
         &mut self,
@@ -853,21 +876,14 @@ fn open_worker(
         None => None,
     };
 
-    let now = Instant::now();
-    let worker = Worker {
-        config: Arc::clone(config),
-        stats: Arc::clone(stats),
+    let worker = Worker::new(
+        Arc::clone(config),
+        Arc::clone(stats),
         durable,
         index,
         dead_letters,
         partitions,
-        started: now,
-        last_commit: now,
-        cap: 0,
-        readings: Vec::new(),
-        rejected: Vec::new(),
-        now,
-    };
+    );
     Ok((worker, consumer))
 }
 
@@ -1099,8 +1115,8 @@ mod tests {
     }
 
     fn unique(prefix: &str) -> String {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         format!("{prefix}-{}-{nanos}", std::process::id())
@@ -1223,23 +1239,17 @@ mod tests {
             ..KafkaSourceConfig::new("unused:9092", "t", DEFAULT_GROUP_ID)
         };
         let now = Instant::now();
-        Worker {
-            config: Arc::new(config),
-            stats: Arc::clone(stats),
-            durable: ProbeHandle::new(),
+        Worker::new(
+            Arc::new(config),
+            Arc::clone(stats),
+            ProbeHandle::new(),
             index,
-            dead_letters: None,
-            partitions: partitions
+            None,
+            partitions
                 .iter()
                 .map(|&p| PartitionState::new(p, Offset::Beginning, i64::MIN, now))
                 .collect(),
-            started: now,
-            last_commit: now,
-            cap: 0,
-            readings: Vec::new(),
-            rejected: Vec::new(),
-            now,
-        }
+        )
     }
 
     fn message(ts: i64) -> Vec<u8> {
