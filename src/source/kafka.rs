@@ -97,6 +97,52 @@ pub const BACKLOG_AGE_MS: i64 = 2_000;
 /// Prefix of the commit metadata that carries the restart floor.
 const FLOOR_PREFIX: &str = "wattflow:floor=";
 
+/// Whether a broker error is one a retry can outlive: the group coordinator is still loading
+/// or has moved (a fresh cluster creates `__consumer_offsets` on the first group request and
+/// answers `NOT_COORDINATOR` meanwhile), a partition leader is being elected, or a request
+/// timed out.
+pub fn is_transient(error: &RdKafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+        )
+    )
+}
+
+/// Runs `request` (given the time it may still take) again after transient errors
+/// ([`is_transient`]), backing off from 50 ms to 1 s, until it succeeds, fails for good, or
+/// `budget` is spent; the last error is returned then.
+pub fn retry_transient<T>(
+    budget: Duration,
+    mut request: impl FnMut(Duration) -> KafkaResult<T>,
+) -> KafkaResult<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = budget
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(100));
+        match request(left) {
+            Err(e) if is_transient(&e) && start.elapsed() + pause < budget => {
+                tracing::debug!("Kafka request failed ({e}); retrying in {pause:?}");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Where a partition starts when the consumer group has no committed offset for it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
 pub enum StartFrom {
@@ -668,7 +714,13 @@ impl Worker {
         if planned.is_empty() {
             return;
         }
-        match consumer.commit(&tpl, mode) {
+        // The last (synchronous) commit outlives a coordinator that is moving or loading;
+        // an asynchronous one that fails is sent again whole at the next commit.
+        let result = match mode {
+            CommitMode::Sync => retry_transient(METADATA_TIMEOUT, |_| consumer.commit(&tpl, mode)),
+            CommitMode::Async => consumer.commit(&tpl, mode),
+        };
+        match result {
             Ok(()) => {
                 if matches!(mode, CommitMode::Sync) {
                     self.stats
@@ -793,9 +845,10 @@ fn open_worker(
         for &p in &mine {
             ask.add_partition(&config.topic, p);
         }
-        let committed = consumer
-            .committed_offsets(ask, METADATA_TIMEOUT)
-            .map_err(offsets_error)?;
+        let committed = retry_transient(METADATA_TIMEOUT, |left| {
+            consumer.committed_offsets(ask.clone(), left)
+        })
+        .map_err(offsets_error)?;
         let mut starts: BTreeMap<i32, (Offset, i64)> = BTreeMap::new();
         let mut uncommitted = Vec::new();
         for &p in &mine {
@@ -826,9 +879,10 @@ fn open_worker(
                             .add_partition_offset(&config.topic, p, Offset::Offset(ms))
                             .map_err(offsets_error)?;
                     }
-                    let found = consumer
-                        .offsets_for_times(times, METADATA_TIMEOUT)
-                        .map_err(offsets_error)?;
+                    let found = retry_transient(METADATA_TIMEOUT, |left| {
+                        consumer.offsets_for_times(times.clone(), left)
+                    })
+                    .map_err(offsets_error)?;
                     for p in uncommitted {
                         let o = match found.find_partition(&config.topic, p).map(|e| e.offset()) {
                             Some(Offset::Offset(n)) => Offset::Offset(n),
@@ -1264,6 +1318,48 @@ mod tests {
     }
 
     #[test]
+    fn transient_broker_errors_are_retried_within_the_budget_and_others_are_not() {
+        let not_coordinator = || RdKafkaError::MetadataFetch(RDKafkaErrorCode::NotCoordinator);
+        // Fails twice while the coordinator loads, then answers.
+        let mut calls = 0;
+        let answer = retry_transient(Duration::from_secs(5), |left| {
+            assert!(left <= Duration::from_secs(5));
+            calls += 1;
+            if calls < 3 {
+                Err(not_coordinator())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(answer.unwrap(), 3);
+
+        // A permanent error is returned at once.
+        let mut calls = 0;
+        let answer: KafkaResult<()> = retry_transient(Duration::from_secs(5), |_| {
+            calls += 1;
+            Err(RdKafkaError::MetadataFetch(
+                RDKafkaErrorCode::GroupAuthorizationFailed,
+            ))
+        });
+        assert!(answer.is_err());
+        assert_eq!(calls, 1);
+
+        // A transient error that outlasts the budget is returned once the budget is spent.
+        let start = Instant::now();
+        let mut calls = 0;
+        let answer: KafkaResult<()> = retry_transient(Duration::from_millis(300), |_| {
+            calls += 1;
+            Err(not_coordinator())
+        });
+        assert!(matches!(
+            answer.unwrap_err().rdkafka_error_code(),
+            Some(RDKafkaErrorCode::NotCoordinator)
+        ));
+        assert!(calls >= 2, "retried {calls} times");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
     fn lateness_is_judged_per_partition_and_against_the_capability() {
         let stats = Arc::new(KafkaStats::default());
         let mut w = bare_worker(&[0, 2], 0, &stats);
@@ -1532,9 +1628,10 @@ mod tests {
         for p in 0..3 {
             ask.add_partition(&topic, p);
         }
-        let committed = checker
-            .committed_offsets(ask, Duration::from_secs(10))
-            .unwrap();
+        let committed = retry_transient(Duration::from_secs(30), |left| {
+            checker.committed_offsets(ask.clone(), left)
+        })
+        .unwrap();
         for (&p, &offset) in &first_open {
             let e = committed.find_partition(&topic, p).unwrap();
             assert_eq!(e.offset(), Offset::Offset(offset), "partition {p}");
