@@ -36,7 +36,9 @@
 //! is not yet final at the `durable` probe. The commit's metadata carries the start of the
 //! first open day (`wattflow:floor=<ms>`): after a restart, readings before it (whose days are
 //! sealed and written) are refused as too late instead of producing partial windows. Before
-//! each commit the dead-letter producer is flushed, so no refusal is lost with its offset.
+//! each commit the dead-letter producer is flushed and letters that failed are sent again; while
+//! any letter is undelivered no offset is committed, so no refusal is lost with its offset (a
+//! restart reads it again from the last commit).
 //! Partitions without a committed offset start from [`KafkaSourceConfig::start`].
 //!
 //! # Flow control
@@ -235,8 +237,12 @@ pub struct KafkaStats {
     pub bytes: AtomicU64,
     /// Refusals the dead-letter topic acknowledged.
     pub dead_letters: AtomicU64,
-    /// Refusals that could not be written to the dead-letter topic (still on the `rejected` stream).
+    /// Failed attempts to write a refusal to the dead-letter topic. A failed letter is kept and
+    /// sent again at the next commit, and offsets are not committed while one is undelivered.
     pub dead_letter_failures: AtomicU64,
+    /// Refusals waiting to be sent again to the dead-letter topic (offsets are not committed
+    /// while this is above zero).
+    pub dead_letters_pending: AtomicU64,
     /// Partition offsets committed successfully.
     pub committed_offsets: AtomicU64,
     /// Commits that failed (retried at the next commit).
@@ -387,9 +393,46 @@ impl ConsumerContext for SourceContext {
     }
 }
 
-/// Counts dead-letter deliveries.
+/// Most bytes of a refused message copied into its dead letter (the broker's default message
+/// limit is 1 MiB; the letter's JSON escaping may double the size).
+pub const DEAD_LETTER_RECORD_BYTES: usize = 256 * 1024;
+
+/// A dead letter that has to be sent again: its key and JSON body.
+type Letter = (Option<Vec<u8>>, Vec<u8>);
+
+/// Counts dead-letter deliveries and keeps the letters that failed, to send them again.
 struct DeadLetterContext {
     stats: Arc<KafkaStats>,
+    /// Letters to send again, and the last error.
+    failed: Mutex<(Vec<Letter>, String)>,
+}
+
+impl DeadLetterContext {
+    /// Keeps a letter that failed (logged once per commit, by [`Worker::commit`]).
+    fn hold(&self, letter: Letter, error: &dyn std::fmt::Display) {
+        tracing::debug!("dead letter not delivered: {error}");
+        self.stats
+            .dead_letter_failures
+            .fetch_add(1, Ordering::Relaxed);
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed.0.push(letter);
+        failed.1 = error.to_string();
+        self.stats
+            .dead_letters_pending
+            .store(failed.0.len() as u64, Ordering::Relaxed);
+    }
+
+    fn take_failed(&self) -> Vec<Letter> {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        self.stats.dead_letters_pending.store(0, Ordering::Relaxed);
+        std::mem::take(&mut failed.0)
+    }
+
+    /// How many letters wait to be sent again, and the last error.
+    fn pending(&self) -> (usize, String) {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        (failed.0.len(), failed.1.clone())
+    }
 }
 
 impl ClientContext for DeadLetterContext {}
@@ -402,12 +445,13 @@ impl ProducerContext for DeadLetterContext {
             Ok(_) => {
                 self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
             }
-            Err((e, _)) => {
-                self.stats
-                    .dead_letter_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!("dead letter not delivered: {e}");
-            }
+            Err((e, message)) => self.hold(
+                (
+                    message.key().map(<[u8]>::to_vec),
+                    message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                ),
+                e,
+            ),
         }
     }
 }
@@ -475,6 +519,30 @@ impl PartitionState {
     }
 }
 
+/// Queues one dead letter, waiting out a full queue for up to a second; a letter that cannot
+/// be queued is kept to be sent again at the next commit.
+fn send_letter(producer: &BaseProducer<DeadLetterContext>, topic: &str, letter: Letter) {
+    let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&letter.1);
+    if let Some(key) = &letter.0 {
+        record = record.key(key);
+    }
+    let mut attempts = 0;
+    let error = loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if attempts < 100 =>
+            {
+                attempts += 1;
+                record = back;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => break e,
+        }
+    };
+    producer.context().hold(letter, &error);
+}
+
 /// Everything one worker's source owns.
 struct Worker {
     config: Arc<KafkaSourceConfig>,
@@ -532,38 +600,22 @@ impl Worker {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         if let (Some(producer), Some(topic)) = (&self.dead_letters, &self.config.dead_letter_topic)
         {
-            let body = serde_json::json!({
+            let kept = &payload[..payload.len().min(DEAD_LETTER_RECORD_BYTES)];
+            let mut body = serde_json::json!({
                 "reason": reason.to_string(),
                 "topic": self.config.topic,
                 "partition": partition,
                 "offset": offset,
-                "record": String::from_utf8_lossy(payload),
-            })
-            .to_string();
-            let mut record: BaseRecord<'_, [u8], str> = BaseRecord::to(topic).payload(&body);
-            if let Some(key) = key {
-                record = record.key(key);
+                "record": String::from_utf8_lossy(kept),
+            });
+            if kept.len() < payload.len() {
+                body["record_bytes"] = payload.len().into();
             }
-            let mut attempts = 0;
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                        if attempts < 100 =>
-                    {
-                        attempts += 1;
-                        record = back;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => {
-                        self.stats
-                            .dead_letter_failures
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!("cannot queue a dead letter for {topic}: {e}");
-                        break;
-                    }
-                }
-            }
+            send_letter(
+                producer,
+                topic,
+                (key.map(<[u8]>::to_vec), body.to_string().into_bytes()),
+            );
         }
         self.rejected.push(Rejection {
             origin: Origin {
@@ -684,12 +736,27 @@ impl Worker {
     /// Commits, per partition, the first offset that a restart must read again.
     fn commit(&mut self, consumer: &BaseConsumer<SourceContext>, mode: CommitMode) {
         self.last_commit = Instant::now();
-        if let Some(producer) = &self.dead_letters {
+        // No offset is committed past a refusal before its dead letter is acknowledged: failed
+        // letters are sent again, and while any is undelivered nothing is committed, so a
+        // restart reads those refusals (and everything since the last commit) again.
+        if let (Some(producer), Some(topic)) = (&self.dead_letters, &self.config.dead_letter_topic)
+        {
+            for letter in producer.context().take_failed() {
+                send_letter(producer, topic, letter);
+            }
             if producer.in_flight_count() > 0 {
                 if let Err(e) = producer.flush(DEAD_LETTER_FLUSH_TIMEOUT) {
                     tracing::warn!("dead letters not flushed, offsets not committed yet: {e}");
                     return;
                 }
+            }
+            let (pending, error) = producer.context().pending();
+            if pending > 0 {
+                tracing::warn!(
+                    "{pending} dead letters for {topic} undelivered ({error}); offsets not \
+                     committed until they are"
+                );
+                return;
             }
         }
         // The last commit, and any commit after a failed one, sends every offset.
@@ -924,6 +991,7 @@ fn open_worker(
             )
             .create_with_context(DeadLetterContext {
                 stats: Arc::clone(stats),
+                failed: Mutex::new((Vec::new(), String::new())),
             })
             .map_err(|e| KafkaError::Config(format!("dead-letter producer: {e}")))?,
         ),
@@ -1427,6 +1495,89 @@ mod tests {
         assert_eq!(lonely.target(), (t + 10_000) as Time);
         assert_eq!(stats.watermark(), 5);
         assert_eq!(stats.worker_watermarks(), vec![(0, 5), (1, t + 10_000)]);
+    }
+
+    #[test]
+    fn undelivered_dead_letters_hold_the_commit_and_are_read_again_after_a_restart() {
+        let Some(brokers) =
+            broker("undelivered_dead_letters_hold_the_commit_and_are_read_again_after_a_restart")
+        else {
+            return;
+        };
+        let topic = unique("wattflow-test");
+        let dead = format!("{topic}{DEAD_LETTER_SUFFIX}");
+        let _cleanup = Topics {
+            brokers: brokers.clone(),
+            names: vec![topic.clone(), dead.clone()],
+        };
+        ensure_topic(&brokers, &topic, 1).unwrap();
+        ensure_topic(&brokers, &dead, 1).unwrap();
+
+        let start = naive_to_ms(2024, 3, 10, 12, 0, 0).unwrap();
+        let generator = Generator::new(GeneratorConfig::default());
+        let mut producer = ReadingProducer::new(&brokers, &topic).unwrap();
+        for s in 0..60 {
+            assert!(producer.send(&generator.reading(1, start + s * 1000, 1)));
+        }
+        // Two refusals, one of them larger than a dead letter keeps.
+        let huge = vec![b'x'; DEAD_LETTER_RECORD_BYTES + 1000];
+        assert!(producer.send_raw(b"household-1", b"not json either"));
+        assert!(producer.send_raw(b"household-1", &huge));
+        producer.flush(Duration::from_secs(30)).unwrap();
+
+        // First run: the dead-letter topic cannot be written (its name is invalid).
+        let group = unique("group");
+        let mut config = test_config(&brokers, &topic, &group);
+        config.dead_letter_topic = Some("not a valid topic name!".to_owned());
+        config
+            .properties
+            .push(("message.timeout.ms".to_owned(), "3000".to_owned()));
+        let first = run(&config, 1);
+        assert_eq!(first.readings.len(), 60, "valid readings still flow");
+        assert_eq!(first.rejected.len(), 2, "refusals still on the stream");
+        assert_eq!(first.stats.dead_letters.load(Ordering::Relaxed), 0);
+        assert!(first.stats.dead_letter_failures.load(Ordering::Relaxed) >= 2);
+        assert_eq!(first.stats.dead_letters_pending.load(Ordering::Relaxed), 2);
+        assert_eq!(first.stats.committed_offsets.load(Ordering::Relaxed), 0);
+        let checker: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .create()
+            .unwrap();
+        let mut ask = TopicPartitionList::new();
+        ask.add_partition(&topic, 0);
+        let committed = retry_transient(Duration::from_secs(30), |left| {
+            checker.committed_offsets(ask.clone(), left)
+        })
+        .unwrap();
+        assert_eq!(
+            committed.find_partition(&topic, 0).map(|e| e.offset()),
+            Some(Offset::Invalid),
+            "nothing committed past an undelivered refusal"
+        );
+
+        // Restarted in the same group with a working dead-letter topic: everything is read
+        // again and both refusals are delivered, the large one cut to its first bytes.
+        config.dead_letter_topic = Some(dead.clone());
+        let second = run(&config, 1);
+        assert_eq!(second.readings.len(), 60);
+        assert_eq!(second.stats.dead_letters.load(Ordering::Relaxed), 2);
+        assert_eq!(second.stats.dead_letters_pending.load(Ordering::Relaxed), 0);
+        assert!(second.stats.committed_offsets.load(Ordering::Relaxed) >= 1);
+        let letters = read_all(&brokers, &dead, 2);
+        assert_eq!(letters.len(), 2);
+        let large: Vec<serde_json::Value> = letters
+            .iter()
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .filter(|v: &serde_json::Value| v["record_bytes"].is_u64())
+            .collect();
+        assert_eq!(large.len(), 1);
+        assert_eq!(large[0]["record_bytes"], huge.len());
+        assert_eq!(
+            large[0]["record"].as_str().map(str::len),
+            Some(DEAD_LETTER_RECORD_BYTES)
+        );
+        assert_eq!(large[0]["offset"], 61);
     }
 
     #[test]
