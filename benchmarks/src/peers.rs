@@ -103,12 +103,24 @@ pub struct PythonEnv {
     pub versions: BTreeMap<String, String>,
 }
 
-/// Makes sure `<work>/venv` exists and holds the pinned peer packages; creates it with
-/// `<base_python> -m venv` and installs with pip when needed (pip's output goes to stderr).
+/// Makes sure `<work>/venv` exists and holds the pinned W1 peer packages
+/// (`peers/requirements.txt`); see [`ensure_venv_for`].
 pub fn ensure_venv(work: &Path, base_python: &str) -> Result<PythonEnv> {
-    let requirements = scripts_dir().join("requirements.txt");
+    ensure_venv_for(work, base_python, "requirements.txt", "venv")
+}
+
+/// Makes sure `<work>/<venv_name>` exists and holds the packages pinned in
+/// `peers/<requirements>`; creates it with `<base_python> -m venv` and installs with pip when
+/// needed (pip's output goes to stderr).
+pub fn ensure_venv_for(
+    work: &Path,
+    base_python: &str,
+    requirements: &str,
+    venv_name: &str,
+) -> Result<PythonEnv> {
+    let requirements = scripts_dir().join(requirements);
     let pins = read_pins(&requirements)?;
-    let venv = work.join("venv");
+    let venv = work.join(venv_name);
     let python = venv.join("bin").join("python");
     if !python.exists() {
         eprintln!(

@@ -584,7 +584,7 @@ pub(crate) fn workspace_root() -> PathBuf {
 }
 
 /// Cargo's target folder (`CARGO_TARGET_DIR`, else `<workspace>/target`).
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|p| if p.is_relative() { root.join(p) } else { p })

@@ -25,6 +25,17 @@
 //! Producers send each household's reading at `(h - 1) / rate` into each second, in 1 ms ticks.
 //! Also reported: the CPU the Kafka and Cassandra JVMs used meanwhile (from their pid files under
 //! `.services/run`).
+//!
+//! # Peers
+//! `--peers pathway,spark` (the default) runs the same phases, on their own topics and
+//! keyspaces, with `peers/pathway_w2.py` (Pathway's Kafka connector, windows as group-bys,
+//! Cassandra through the DataStax Python driver) and `peers/spark_w2.py` (Spark Structured
+//! Streaming with its Kafka source and the Spark Cassandra Connector), both writing wattflow's
+//! view tables and printing wattflow's summary lines. They run in `<work>/venv-w2`, made from
+//! `peers/requirements-w2.txt`. A peer is told to stop (`SIGTERM`; it prints what it did) once
+//! `--peer-deadline` seconds have passed after the production ended (catch-up: after its start);
+//! its figures then cover what it did by then, and probe readings it never showed count as
+//! never fresh. A peer signals that it is ready to read with a file (`--ready-file`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -97,11 +108,149 @@ pub struct W2Args {
     /// Build the release binary first even when it exists.
     #[arg(long)]
     pub build: bool,
+    /// Peers to run beside wattflow (`pathway`, `spark`), or `none`.
+    #[arg(long, value_delimiter = ',', default_value = "pathway,spark")]
+    pub peers: Vec<String>,
+    /// Seconds a peer may take after the production ended (catch-up: after its start) before
+    /// it is told to stop.
+    #[arg(long, default_value_t = 120)]
+    pub peer_deadline: u64,
+    /// Work folder of the peers' Python venv. Default: `<workspace>/target/wattflow-bench`.
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// The Python that creates the peers' venv.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+}
+
+/// A system under test in W2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// `wattflow live`.
+    Wattflow,
+    /// `peers/pathway_w2.py`.
+    Pathway,
+    /// `peers/spark_w2.py`.
+    Spark,
+}
+
+impl Engine {
+    const PEERS: [Engine; 2] = [Engine::Pathway, Engine::Spark];
+
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Wattflow => "wattflow",
+            Engine::Pathway => "pathway",
+            Engine::Spark => "spark",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Engine::Wattflow => "wattflow",
+            Engine::Pathway => "Pathway",
+            Engine::Spark => "Spark Structured Streaming",
+        }
+    }
+
+    fn parse_peer(text: &str) -> Result<Engine> {
+        Engine::PEERS
+            .into_iter()
+            .find(|e| e.name().eq_ignore_ascii_case(text.trim()))
+            .with_context(|| format!("unknown W2 peer {text:?} (known: pathway, spark)"))
+    }
+}
+
+/// How to start one engine's pipeline.
+struct Pipeline {
+    engine: Engine,
+    /// The `wattflow` binary, or the venv's Python for a peer.
+    program: PathBuf,
+}
+
+impl Pipeline {
+    /// The pipeline reading `topic` into `keyspace`, finishing once idle for `idle`; a peer
+    /// creates `ready` once it reads.
+    fn command(
+        &self,
+        args: &W2Args,
+        topic: &str,
+        keyspace: &str,
+        idle: Duration,
+        ready: &Path,
+    ) -> Command {
+        let group = format!("{topic}-group");
+        match self.engine {
+            Engine::Wattflow => {
+                let mut cmd = Command::new(&self.program);
+                cmd.args(["live", "--brokers", &args.brokers, "--topic", topic])
+                    .args(["--group", &group, "--start", "earliest"])
+                    .args(["--cassandra", &args.cassandra, "--keyspace", keyspace])
+                    .args(["--workers", &args.workers.to_string()])
+                    .args(["--exit-when-idle", &format!("{}ms", idle.as_millis())])
+                    .args(args.live_args.split_whitespace())
+                    .env("RUST_LOG", "warn");
+                cmd
+            }
+            peer => {
+                let script = crate::peers::scripts_dir().join(format!("{}_w2.py", peer.name()));
+                let mut cmd = Command::new(&self.program);
+                cmd.arg(script)
+                    .args([
+                        "--brokers",
+                        &args.brokers,
+                        "--topic",
+                        topic,
+                        "--group",
+                        &group,
+                    ])
+                    .args(["--cassandra", &args.cassandra, "--keyspace", keyspace])
+                    .args(["--threads", &args.workers.to_string()])
+                    // A peer's output comes in batches: a second of silence is not the end.
+                    .args([
+                        "--exit-when-idle",
+                        &idle.max(Duration::from_secs(10)).as_secs_f64().to_string(),
+                    ])
+                    .arg("--ready-file")
+                    .arg(ready)
+                    .env("PATHWAY_THREADS", args.workers.to_string());
+                cmd
+            }
+        }
+    }
+
+    /// Waits until the pipeline reads (peers: their ready file; wattflow: 3 s, enough for it to
+    /// create the keyspace and assign the partitions).
+    fn wait_ready(&self, ready: &Path, child: &thread::JoinHandle<Result<Measured>>) -> Result<()> {
+        if self.engine == Engine::Wattflow {
+            thread::sleep(Duration::from_secs(3));
+            return Ok(());
+        }
+        let give_up = Instant::now() + Duration::from_secs(600);
+        while !ready.exists() {
+            ensure!(
+                !child.is_finished(),
+                "{} ended before it was ready",
+                self.engine.label()
+            );
+            ensure!(
+                Instant::now() < give_up,
+                "{} not ready after 600 s",
+                self.engine.label()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
 }
 
 /// One catch-up run.
 #[derive(Debug, Clone, Serialize)]
 struct CatchUpRun {
+    engine: Engine,
+    /// Whether the pipeline finished by itself (not stopped at the peer deadline).
+    finished: bool,
     readings: u64,
     produce_s: f64,
     /// From the pipeline's start to its last acknowledged upsert.
@@ -121,6 +270,11 @@ struct CatchUpRun {
 /// One real-time run (the sustained and the freshness phases).
 #[derive(Debug, Clone, Serialize)]
 struct StreamRun {
+    engine: Engine,
+    /// Whether the pipeline finished by itself (not stopped at the peer deadline).
+    finished: bool,
+    /// Probe readings never seen in Cassandra (counted as never fresh in the percentiles).
+    unseen: usize,
     target_rate: u32,
     readings: u64,
     /// Readings ÷ (first production → last message read by the pipeline).
@@ -149,6 +303,8 @@ struct RawReport<'a> {
     workload: &'static str,
     machine: &'a Machine,
     wattflow_binary: String,
+    peers: Vec<Engine>,
+    peer_versions: BTreeMap<String, String>,
     households: u32,
     seconds: u32,
     catch_up_seconds: u32,
@@ -209,25 +365,17 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// Where a peer reading `topic` says it is ready.
+fn ready_file(topic: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("wattflow-w2-{topic}.ready"))
+}
+
 fn generator(households: u32) -> Generator {
     Generator::new(GeneratorConfig {
         households,
         missing_rate: 0.0,
         ..GeneratorConfig::default()
     })
-}
-
-/// The `wattflow live` child for `topic` into `keyspace`.
-fn live_command(bin: &Path, args: &W2Args, topic: &str, keyspace: &str, idle: &str) -> Command {
-    let mut cmd = Command::new(bin);
-    cmd.args(["live", "--brokers", &args.brokers, "--topic", topic])
-        .args(["--group", &format!("{topic}-group"), "--start", "earliest"])
-        .args(["--cassandra", &args.cassandra, "--keyspace", keyspace])
-        .args(["--workers", &args.workers.to_string()])
-        .args(["--exit-when-idle", idle])
-        .args(args.live_args.split_whitespace())
-        .env("RUST_LOG", "warn");
-    cmd
 }
 
 /// What `wattflow live` printed at the end.
@@ -244,7 +392,7 @@ struct LiveOutput {
 fn parse_live(stdout: &str) -> Result<LiveOutput> {
     let line = stdout
         .lines()
-        .find(|l| l.starts_with("live finished"))
+        .find(|l| l.starts_with("live finished") || l.starts_with("live stopped"))
         .with_context(|| format!("no summary in {stdout:?}"))?;
     let number_before = |word: &str| -> Result<u64> {
         let at = line
@@ -276,7 +424,7 @@ fn parse_live(stdout: &str) -> Result<LiveOutput> {
     })
 }
 
-fn catch_up_run(bin: &Path, args: &W2Args, root: &Path) -> Result<CatchUpRun> {
+fn catch_up_run(pipe: &Pipeline, args: &W2Args, root: &Path) -> Result<CatchUpRun> {
     let topic = unique("w2_cu");
     let keyspace = unique("w2_cu");
     ensure_topic(&args.brokers, &topic, args.partitions).context("creating the topic")?;
@@ -302,20 +450,35 @@ fn catch_up_run(bin: &Path, args: &W2Args, root: &Path) -> Result<CatchUpRun> {
     drop(producer);
     let produce_s = produced_at.elapsed().as_secs_f64();
     eprintln!(
-        "  produced {sent} readings in {produce_s:.1} s; running wattflow live on {} partitions",
+        "  produced {sent} readings in {produce_s:.1} s; running {} on {} partitions",
+        pipe.engine.label(),
         args.partitions
     );
 
     let services = ServiceCpu::start(root);
-    let m = measure::run(&mut live_command(bin, args, &topic, &keyspace, "1s"))?;
+    let ready = ready_file(&topic);
+    let deadline = match pipe.engine {
+        Engine::Wattflow => measure::Deadline::default(),
+        _ => measure::Deadline::after(Duration::from_secs(args.peer_deadline)),
+    };
+    let m = measure::run_until(
+        &mut pipe.command(args, &topic, &keyspace, Duration::from_secs(1), &ready),
+        deadline,
+    )?;
+    let _ = std::fs::remove_file(&ready);
     let (kafka_cpu_s, cassandra_cpu_s) = services.used();
     let out = parse_live(&m.stdout)?;
     let readings = out.readings;
+    let finished = !m.stopped;
     ensure!(
-        readings == sent,
-        "the pipeline read {readings} readings, {sent} were produced"
+        readings == sent || !finished,
+        "{} read {readings} readings, {sent} were produced",
+        pipe.engine.label()
     );
-    let active_s = out.last_write_s.context("the pipeline wrote no row")?;
+    let active_s = out
+        .last_write_s
+        .filter(|s| *s > 0.0)
+        .context("the pipeline wrote no row")?;
 
     // Every household of a sample must count all its readings in its day row.
     let views = connect(&CassandraSinkConfig {
@@ -324,7 +487,11 @@ fn catch_up_run(bin: &Path, args: &W2Args, root: &Path) -> Result<CatchUpRun> {
     })?;
     let step = (args.households / 50).max(1);
     let mut checked = 0;
-    for h in (1..=args.households).step_by(step as usize) {
+    // A peer stopped at its deadline left views incomplete: nothing to check.
+    for h in (1..=args.households)
+        .step_by(step as usize)
+        .filter(|_| finished)
+    {
         let meter = gen.meter(h);
         let rows = read_view(
             &views,
@@ -342,8 +509,10 @@ fn catch_up_run(bin: &Path, args: &W2Args, root: &Path) -> Result<CatchUpRun> {
         checked += 1;
     }
     drop_keyspace(&views, &keyspace);
-    let cpu_s = (m.user + m.sys).as_secs_f64();
+    let cpu_s = m.cpu().as_secs_f64();
     Ok(CatchUpRun {
+        engine: pipe.engine,
+        finished,
         readings,
         produce_s,
         active_s,
@@ -370,7 +539,7 @@ fn drop_keyspace(views: &CassandraViews, keyspace: &str) {
 type ProbeLog = Vec<(i64, Instant, i64)>;
 
 fn stream_run(
-    bin: &Path,
+    pipe: &Pipeline,
     args: &W2Args,
     root: &Path,
     rate: u32,
@@ -381,17 +550,26 @@ fn stream_run(
     ensure_topic(&args.brokers, &topic, args.partitions).context("creating the topic")?;
     let services = ServiceCpu::start(root);
     let child_started = Instant::now();
+    let ready = ready_file(&topic);
+    let deadline = measure::Deadline::default();
     let child = {
-        let mut cmd = live_command(bin, args, &topic, &keyspace, "10s");
-        thread::spawn(move || measure::run(&mut cmd))
+        let mut cmd = pipe.command(args, &topic, &keyspace, Duration::from_secs(10), &ready);
+        let deadline = deadline.clone();
+        thread::spawn(move || measure::run_until(&mut cmd, deadline))
     };
-    // The pipeline creates the keyspace; wait for it before producing.
+    // The pipeline creates the keyspace (so does `connect`); wait for it to read before
+    // producing.
     let config = CassandraSinkConfig {
         keyspace: keyspace.clone(),
         ..CassandraSinkConfig::new(&args.cassandra)
     };
-    thread::sleep(Duration::from_secs(3));
+    pipe.wait_ready(&ready, &child)?;
+    let _ = std::fs::remove_file(&ready);
     let views = Arc::new(connect(&config)?);
+    let give_up = match pipe.engine {
+        Engine::Wattflow => Duration::from_secs(180),
+        _ => Duration::from_secs(args.peer_deadline),
+    };
 
     let gen = generator(rate);
     let probe_every = (rate / args.probes.max(1)).max(1);
@@ -413,7 +591,6 @@ fn stream_run(
             let mut fresh = Vec::new();
             let mut polls = 0u64;
             let started = Instant::now();
-            let give_up = Duration::from_secs(180);
             let mut finished_at: Option<Instant> = None;
             loop {
                 let mut pending = false;
@@ -506,6 +683,9 @@ fn stream_run(
     let produced_s = t0.elapsed().as_secs_f64();
     producer.flush(Duration::from_secs(60))?;
     drop(houses);
+    if pipe.engine != Engine::Wattflow {
+        deadline.set(Instant::now() + Duration::from_secs(args.peer_deadline));
+    }
     let start_rel = t0.duration_since(child_started).as_secs_f64();
     let end_rel = start_rel + produced_s;
     done.store(true, Ordering::Relaxed);
@@ -514,11 +694,13 @@ fn stream_run(
     let (kafka_cpu_s, cassandra_cpu_s) = services.used();
     let out = parse_live(&m.stdout)?;
     let readings = out.readings;
+    let finished = !m.stopped;
     let last_message_s = out.last_message_s.context("the pipeline read nothing")?;
     let last_write_s = out.last_write_s.context("the pipeline wrote nothing")?;
     ensure!(
-        readings == sent,
-        "the pipeline read {readings} readings, {sent} were produced"
+        readings == sent || !finished,
+        "{} read {readings} readings, {sent} were produced",
+        pipe.engine.label()
     );
     let expected: usize = logs
         .iter()
@@ -530,17 +712,22 @@ fn stream_run(
                 .count()
         })
         .sum();
+    let unseen = expected.saturating_sub(fresh.len());
     ensure!(
-        fresh.len() == expected,
+        unseen == 0 || pipe.engine != Engine::Wattflow,
         "only {} of {expected} probe readings became visible",
         fresh.len()
     );
+    fresh.extend(std::iter::repeat_n(f64::INFINITY, unseen));
     drop_keyspace(&views, &keyspace);
     fresh.sort_by(f64::total_cmp);
     let pct = |p: f64| fresh[((fresh.len() - 1) as f64 * p).round() as usize];
     ensure!(!fresh.is_empty(), "no freshness sample");
-    let cpu_s = (m.user + m.sys).as_secs_f64();
+    let cpu_s = m.cpu().as_secs_f64();
     Ok(StreamRun {
+        engine: pipe.engine,
+        finished,
+        unseen,
         target_rate: rate,
         readings,
         sustained_rate: readings as f64 / (last_message_s - start_rel).max(1e-3),
@@ -570,22 +757,63 @@ pub fn run(args: W2Args) -> Result<()> {
             bail!("--skip {phase:?}: sustained, freshness or catch-up");
         }
     }
+    let peers: Vec<Engine> = if args.peers.iter().any(|p| p == "none") {
+        Vec::new()
+    } else {
+        args.peers
+            .iter()
+            .map(|p| Engine::parse_peer(p))
+            .collect::<Result<_>>()?
+    };
+    let mut pipelines = vec![Pipeline {
+        engine: Engine::Wattflow,
+        program: bin.clone(),
+    }];
+    let mut peer_versions = BTreeMap::new();
+    if !peers.is_empty() {
+        let work = args
+            .work
+            .clone()
+            .unwrap_or_else(|| crate::w1::target_dir(&root).join("wattflow-bench"));
+        std::fs::create_dir_all(&work).with_context(|| work.display().to_string())?;
+        let env = crate::peers::ensure_venv_for(
+            &work.canonicalize()?,
+            &args.python,
+            "requirements-w2.txt",
+            "venv-w2",
+        )?;
+        peer_versions = env.versions.clone();
+        peer_versions.insert("python".into(), env.python_version.clone());
+        for engine in &peers {
+            pipelines.push(Pipeline {
+                engine: *engine,
+                program: env.python.clone(),
+            });
+        }
+    }
     let skip = |p: &str| args.skip.iter().any(|s| s == p);
     let machine = Machine::probe(&root);
     std::fs::create_dir_all(&args.out)?;
     let (mut sustained, mut freshness, mut catch_up) = (Vec::new(), Vec::new(), Vec::new());
     let show = |r: &StreamRun| {
         eprintln!(
-            "  sustained {:.0} readings/s (produced {:.0}/s); ingest lag {:.2} s; views complete \
-             {:.1} s after production; freshness p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; \
-             {:.1} CPU-s/M, {:.0} MiB",
+            "  {}: sustained {:.0} readings/s (produced {:.0}/s){}; ingest lag {:.2} s; views \
+             complete {:.1} s after production; freshness p50 {} ms, p99 {} ms, max {} ms \
+             ({} unseen); {:.1} CPU-s/M, {:.0} MiB",
+            r.engine.label(),
             r.sustained_rate,
             r.produced_rate,
+            if r.finished {
+                ""
+            } else {
+                " (stopped at the deadline)"
+            },
             r.ingest_lag_s,
             r.views_complete_s,
-            r.p50_ms,
-            r.p99_ms,
-            r.max_ms,
+            ms(r.p50_ms),
+            ms(r.p99_ms),
+            ms(r.max_ms),
+            r.unseen,
             r.cpu_s_per_million,
             r.peak_rss_mib
         );
@@ -603,36 +831,47 @@ pub fn run(args: W2Args) -> Result<()> {
             if skip(phase) {
                 continue;
             }
-            eprintln!(
-                "W2 {phase} run {run}/{}: {rate} readings/s for {seconds} s",
-                args.runs
-            );
-            let r = stream_run(&bin, &args, &root, rate, seconds)?;
-            show(&r);
-            runs.push(r);
+            for pipe in &pipelines {
+                eprintln!(
+                    "W2 {phase} run {run}/{}, {}: {rate} readings/s for {seconds} s",
+                    args.runs,
+                    pipe.engine.label()
+                );
+                let r = stream_run(pipe, &args, &root, rate, seconds)?;
+                show(&r);
+                runs.push(r);
+            }
         }
         if !skip("catch-up") {
-            eprintln!(
-                "W2 catch-up run {run}/{}: {} households × {} s produced first",
-                args.runs, args.households, args.catch_up_seconds
-            );
-            let r = catch_up_run(&bin, &args, &root)?;
-            eprintln!(
-                "  {:.0} readings/s ({} readings in {:.2} s), {} rows, {:.1} CPU-s/M, {:.0} MiB",
-                r.readings_per_s,
-                r.readings,
-                r.active_s,
-                r.rows_written,
-                r.cpu_s_per_million,
-                r.peak_rss_mib
-            );
-            catch_up.push(r);
+            for pipe in &pipelines {
+                eprintln!(
+                    "W2 catch-up run {run}/{}, {}: {} households × {} s produced first",
+                    args.runs,
+                    pipe.engine.label(),
+                    args.households,
+                    args.catch_up_seconds
+                );
+                let r = catch_up_run(pipe, &args, &root)?;
+                eprintln!(
+                    "  {:.0} readings/s ({} readings in {:.2} s{}), {} rows, {:.1} CPU-s/M, {:.0} MiB",
+                    r.readings_per_s,
+                    r.readings,
+                    r.active_s,
+                    if r.finished { "" } else { ", stopped at the deadline" },
+                    r.rows_written,
+                    r.cpu_s_per_million,
+                    r.peak_rss_mib
+                );
+                catch_up.push(r);
+            }
         }
     }
     let report = RawReport {
         workload: "w2",
         machine: &machine,
         wattflow_binary: bin.display().to_string(),
+        peers: peers.clone(),
+        peer_versions: peer_versions.clone(),
         households: args.households,
         seconds: args.seconds,
         catch_up_seconds: args.catch_up_seconds,
@@ -648,47 +887,88 @@ pub fn run(args: W2Args) -> Result<()> {
         args.out.join("w2.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
-    let table = markdown(&args, &machine, &sustained, &freshness, &catch_up);
+    let engines: Vec<Engine> = pipelines.iter().map(|p| p.engine).collect();
+    let table = markdown(
+        &args,
+        &machine,
+        &engines,
+        &peer_versions,
+        &sustained,
+        &freshness,
+        &catch_up,
+    );
     std::fs::write(args.out.join("w2.md"), &table)?;
     println!("{table}");
     Ok(())
+}
+
+/// A latency in ms, or "never" for probe readings that were never seen.
+fn ms(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.0}")
+    } else {
+        "never".to_owned()
+    }
 }
 
 fn med<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
     median(&runs.iter().map(f).collect::<Vec<_>>())
 }
 
-fn stream_rows(what: &str, seconds: u32, runs: &[StreamRun]) -> String {
-    if runs.is_empty() {
-        return String::new();
+/// "" when every run finished, else how many were stopped at the deadline.
+fn stopped_note(finished: impl Iterator<Item = bool>) -> String {
+    let (mut n, mut stopped) = (0, 0);
+    for f in finished {
+        n += 1;
+        stopped += usize::from(!f);
     }
-    format!(
-        "| {what} | {} | {seconds} | {:.0} | {:.0} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
-        runs[0].target_rate,
-        med(runs, |r| r.produced_rate),
-        med(runs, |r| r.sustained_rate),
-        med(runs, |r| r.ingest_lag_s),
-        med(runs, |r| r.views_complete_s),
-        med(runs, |r| r.p50_ms),
-        med(runs, |r| r.p99_ms),
-        med(runs, |r| r.max_ms),
-        med(runs, |r| r.poll_period_ms),
-        med(runs, |r| r.cpu_s_per_million),
-        med(runs, |r| r.peak_rss_mib),
-        med(runs, |r| r.kafka_cpu_s),
-        med(runs, |r| r.cassandra_cpu_s),
-    )
+    if stopped == 0 {
+        String::new()
+    } else {
+        format!(" ({stopped} of {n} stopped at the deadline)")
+    }
+}
+
+fn stream_rows(what: &str, seconds: u32, engines: &[Engine], all: &[StreamRun]) -> String {
+    let mut md = String::new();
+    for &engine in engines {
+        let runs: Vec<StreamRun> = all.iter().filter(|r| r.engine == engine).cloned().collect();
+        if runs.is_empty() {
+            continue;
+        }
+        md.push_str(&format!(
+            "| {what} | {}{} | {} | {seconds} | {:.0} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
+            engine.label(),
+            stopped_note(runs.iter().map(|r| r.finished)),
+            runs[0].target_rate,
+            med(&runs, |r| r.produced_rate),
+            med(&runs, |r| r.sustained_rate),
+            med(&runs, |r| r.ingest_lag_s),
+            med(&runs, |r| r.views_complete_s),
+            ms(med(&runs, |r| r.p50_ms)),
+            ms(med(&runs, |r| r.p99_ms)),
+            ms(med(&runs, |r| r.max_ms)),
+            med(&runs, |r| r.poll_period_ms),
+            med(&runs, |r| r.cpu_s_per_million),
+            med(&runs, |r| r.peak_rss_mib),
+            med(&runs, |r| r.kafka_cpu_s),
+            med(&runs, |r| r.cassandra_cpu_s),
+        ));
+    }
+    md
 }
 
 fn markdown(
     args: &W2Args,
     machine: &Machine,
+    engines: &[Engine],
+    versions: &BTreeMap<String, String>,
     sustained: &[StreamRun],
     freshness: &[StreamRun],
     catch_up: &[CatchUpRun],
 ) -> String {
     let mut md = format!(
-        "## W2: live stream (medians of {} runs, {} worker(s), {} partitions, {})\n\n",
+        "## W2: live stream (medians of {} runs, {} worker(s)/thread(s), {} partitions, {})\n\n",
         args.runs,
         args.workers,
         args.partitions,
@@ -696,44 +976,78 @@ fn markdown(
     );
     md.push_str(&format!(
         "Machine: {} CPUs ({}), {} MiB, load at start {}; wattflow {}; Kafka, Cassandra, the \
-         producer and the pipeline all on it.\n\n",
+         producer and the pipeline all on it.",
         machine.cpus,
         machine.cpu_model,
         machine.memory_mib,
         machine.load_average,
         machine.wattflow_commit
     ));
+    if !versions.is_empty() {
+        let list: Vec<String> = versions.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        md.push_str(&format!(
+            " Peers: {}; a peer is stopped {} s after the production ends (catch-up: after \
+             its start).",
+            list.join(", "),
+            args.peer_deadline
+        ));
+    }
+    md.push_str("\n\n");
     if !sustained.is_empty() || !freshness.is_empty() {
         md.push_str(
             "Real time: households produce one reading a second each while the pipeline runs; \
-             freshness = reading produced → its minute row visible.\n\n\
-             | phase | target readings/s | s | produced/s | sustained readings/s | ingest lag s | \
-             views complete s after | p50 ms | p99 ms | max ms | poll period ms | pipeline \
-             CPU-s per M readings | pipeline peak RSS MiB | Kafka CPU-s | Cassandra CPU-s |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+             freshness = reading produced → its minute row visible (never: not visible when \
+             the pipeline was stopped).\n\n\
+             | phase | engine | target readings/s | s | produced/s | sustained readings/s | \
+             ingest lag s | views complete s after | p50 ms | p99 ms | max ms | poll period \
+             ms | pipeline CPU-s per M readings | pipeline peak RSS MiB | Kafka CPU-s | \
+             Cassandra CPU-s |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
-        md.push_str(&stream_rows("sustained", args.seconds, sustained));
-        md.push_str(&stream_rows("freshness", args.freshness_seconds, freshness));
+        md.push_str(&stream_rows("sustained", args.seconds, engines, sustained));
+        md.push_str(&stream_rows(
+            "freshness",
+            args.freshness_seconds,
+            engines,
+            freshness,
+        ));
         md.push('\n');
     }
     if !catch_up.is_empty() {
         md.push_str(&format!(
             "Catch-up: {} households × {} s = {} readings produced first, then drained until \
-             the views are complete.\n\n\
-             | readings/s | active s | rows written | changes merged | pipeline CPU-s per M readings | pipeline peak RSS MiB | Kafka CPU-s | Cassandra CPU-s |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|\n| {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
+             the views are complete (readings/s = readings ÷ the time from the pipeline's start \
+             to its last write, start-up included).\n\n\
+             | engine | readings/s | active s | rows written | changes merged | pipeline CPU-s \
+             per M readings | pipeline peak RSS MiB | Kafka CPU-s | Cassandra CPU-s |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             args.households,
             args.catch_up_seconds,
-            catch_up[0].readings,
-            med(catch_up, |r| r.readings_per_s),
-            med(catch_up, |r| r.active_s),
-            med(catch_up, |r| r.rows_written as f64),
-            med(catch_up, |r| r.changes_merged as f64),
-            med(catch_up, |r| r.cpu_s_per_million),
-            med(catch_up, |r| r.peak_rss_mib),
-            med(catch_up, |r| r.kafka_cpu_s),
-            med(catch_up, |r| r.cassandra_cpu_s),
+            u64::from(args.households) * u64::from(args.catch_up_seconds),
         ));
+        for &engine in engines {
+            let runs: Vec<CatchUpRun> = catch_up
+                .iter()
+                .filter(|r| r.engine == engine)
+                .cloned()
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            md.push_str(&format!(
+                "| {}{} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
+                engine.label(),
+                stopped_note(runs.iter().map(|r| r.finished)),
+                med(&runs, |r| r.readings_per_s),
+                med(&runs, |r| r.active_s),
+                med(&runs, |r| r.rows_written as f64),
+                med(&runs, |r| r.changes_merged as f64),
+                med(&runs, |r| r.cpu_s_per_million),
+                med(&runs, |r| r.peak_rss_mib),
+                med(&runs, |r| r.kafka_cpu_s),
+                med(&runs, |r| r.cassandra_cpu_s),
+            ));
+        }
     }
     md
 }
@@ -759,5 +1073,19 @@ mod tests {
             }
         );
         assert!(parse_live("nothing").is_err());
+        // What the peers print, finished or stopped at the deadline.
+        let peer = "live stopped: 41000 readings, 9000 rows written, 0 changes merged\n\
+                    last message read 61.500 s after start\n\
+                    last row written 62.000 s after start\n";
+        assert_eq!(
+            parse_live(peer).unwrap(),
+            LiveOutput {
+                readings: 41_000,
+                rows_written: 9_000,
+                changes_merged: 0,
+                last_message_s: Some(61.5),
+                last_write_s: Some(62.0),
+            }
+        );
     }
 }

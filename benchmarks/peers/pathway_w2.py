@@ -1,0 +1,293 @@
+"""W2 peer: Pathway reads the live topic, aggregates minute, hour and day windows per meter, and
+upserts the same Cassandra views as `wattflow live` (same tables, same keys).
+
+The windows are group-bys on the window start (Pathway's `windowby` does the same through extra
+tables, at about twice the CPU). Pathway has no Cassandra output connector, so the windows'
+changes go through `pw.io.subscribe` and the DataStax Python driver, with the write policy of
+wattflow's sink: minute rows at every Pathway commit, hour rows at most every 10 s and day rows
+every 60 s (changes meanwhile merged, latest value wins), everything held when the input ends;
+up to --concurrency requests in flight.
+
+Prints the same summary lines as `wattflow live`, which the harness parses:
+    live finished: N readings, R rows written, 0 changes merged
+    last message read X s after start     (here: the last window change seen at the output)
+    last row written Y s after start
+and exits once nothing changed for --exit-when-idle seconds after the first change, or on
+SIGTERM (the harness's deadline), printing what it did so far. `--ready-file` is created 3 s
+after the engine starts (Pathway does not say when its Kafka reader is up).
+
+Usage: pathway_w2.py --brokers H:P --topic T --group G --cassandra H:P --keyspace K
+                     [--exit-when-idle S] [--threads N] [--concurrency C] [--ready-file PATH]
+Environment: PATHWAY_THREADS (engine threads), W2_AUTOCOMMIT_MS (Kafka commit period, 100).
+"""
+
+import argparse
+import gc
+import os
+import signal
+import sys
+import threading
+import time
+
+import pathway as pw
+from cassandra.cluster import Cluster
+from cassandra.concurrent import execute_concurrent_with_args
+
+MEASURES = [
+    "global_active_power",
+    "global_reactive_power",
+    "voltage",
+    "global_intensity",
+    "sub_metering_1",
+    "sub_metering_2",
+    "sub_metering_3",
+]
+GRANULARITIES = [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)]
+DAY_MS = 86_400_000
+
+
+class Reading(pw.Schema):
+    meter: str
+    ts: int
+    interval_s: int
+    global_active_power: float
+    global_reactive_power: float
+    voltage: float
+    global_intensity: float
+    sub_metering_1: float
+    sub_metering_2: float
+    sub_metering_3: float
+
+
+def civil_from_days(z):
+    """(year, month, day) of a day number since 1970-01-01 (Howard Hinnant's algorithm)."""
+    z += 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return (y + 1 if m <= 2 else y), m, d
+
+
+def bucket_of(granularity, start_ms):
+    """The partition bucket of wattflow's views (see `bucket_of` in src/sink/cassandra.rs)."""
+    day = start_ms // DAY_MS
+    if granularity == "minute":
+        return day
+    y, m, _ = civil_from_days(day)
+    return y * 100 + m if granularity == "hour" else y
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--brokers", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--cassandra", required=True)
+    p.add_argument("--keyspace", required=True)
+    p.add_argument("--exit-when-idle", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument("--ready-file")
+    p.add_argument("--no-write", action="store_true", help="diagnostics: aggregate, write nothing")
+    a = p.parse_args()
+
+    started = time.monotonic()
+    host, port = a.cassandra.rsplit(":", 1)
+    session = Cluster([host], port=int(port)).connect()
+    columns = ["meter", "bucket", "window_start", "samples", "covered_seconds"]
+    for m in MEASURES:
+        columns += [f"{m}_sum", f"{m}_min", f"{m}_max", f"{m}_avg"]
+    columns += ["active_energy_wh", "unmetered_wh", "power_factor_avg"]
+    marks = ", ".join("?" for _ in columns)
+    # The views' schema (`table_cql` in src/sink/cassandra.rs), in case wattflow did not make it.
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {a.keyspace} WITH replication = "
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )
+    for g, _ in GRANULARITIES:
+        doubles = ", ".join(f"{c} double" for c in columns[5:])
+        session.execute(
+            f"CREATE TABLE IF NOT EXISTS {a.keyspace}.{g}_view (meter text, bucket int, "
+            f"window_start timestamp, samples bigint, covered_seconds bigint, {doubles}, "
+            "PRIMARY KEY ((meter, bucket), window_start))"
+        )
+    statements = {
+        g: session.prepare(
+            f"INSERT INTO {a.keyspace}.{g}_view ({', '.join(columns)}) VALUES ({marks})"
+        )
+        for g, _ in GRANULARITIES
+    }
+
+    t = pw.io.kafka.read(
+        rdkafka_settings={
+            "bootstrap.servers": a.brokers,
+            "group.id": a.group,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": "false",
+        },
+        topic=a.topic,
+        format="json",
+        schema=Reading,
+        autocommit_duration_ms=int(os.environ.get("W2_AUTOCOMMIT_MS", "100")),
+    )
+    # Per reading: its active energy (Wh), what the sub-meters did not cover, its power factor.
+    t = t.with_columns(
+        energy=pw.this.global_active_power * pw.this.interval_s / 3.6,
+    )
+    t = t.with_columns(
+        unmetered=pw.this.energy
+        - pw.this.sub_metering_1
+        - pw.this.sub_metering_2
+        - pw.this.sub_metering_3,
+        apparent=(pw.this.global_active_power**2 + pw.this.global_reactive_power**2) ** 0.5,
+    )
+    t = t.with_columns(
+        pf=pw.if_else(pw.this.apparent > 0, pw.this.global_active_power / pw.this.apparent, 0.0),
+        has_pf=pw.if_else(pw.this.apparent > 0, 1, 0),
+    )
+
+    lock = threading.Lock()
+    state = {"last_change": None, "last_write": None, "rows": 0}
+    minute_samples = {}
+
+    def reducers():
+        r = {
+            "meter": pw.this.meter,
+            "window_start": pw.this.window_start,
+            "samples": pw.reducers.count(),
+            "covered": pw.reducers.sum(pw.this.interval_s),
+            "energy": pw.reducers.sum(pw.this.energy),
+            "unmetered": pw.reducers.sum(pw.this.unmetered),
+            "pf_sum": pw.reducers.sum(pw.this.pf),
+            "pf_n": pw.reducers.sum(pw.this.has_pf),
+        }
+        for m in MEASURES:
+            r[f"{m}_sum"] = pw.reducers.sum(pw.this[m])
+            r[f"{m}_min"] = pw.reducers.min(pw.this[m])
+            r[f"{m}_max"] = pw.reducers.max(pw.this[m])
+        return r
+
+    # Like wattflow's sink: minute rows are written at every Pathway commit, an hour row at most
+    # every 10 s and a day row every 60 s (their changes meanwhile merged, latest value wins),
+    # and everything still held when the input ends.
+    delays = {"minute": 0.0, "hour": 10.0, "day": 60.0}
+    writers = []
+
+    def writer(granularity):
+        pending = {}
+        held = {}
+        flushed = [time.monotonic()]
+        held_lock = threading.Lock()
+
+        def on_change(key, row, time, is_addition):
+            if is_addition:
+                pending[(row["meter"], row["window_start"])] = row
+
+        def flush(force):
+            with held_lock:
+                if not held or (
+                    not force and time.monotonic() - flushed[0] < delays[granularity]
+                ):
+                    return
+                rows = list(held.values())
+                held.clear()
+                flushed[0] = time.monotonic()
+            params = []
+            for row in rows:
+                n = row["samples"]
+                start = row["window_start"]
+                values = [row["meter"], bucket_of(granularity, start), start, n, row["covered"]]
+                for m in MEASURES:
+                    s = row[f"{m}_sum"]
+                    values += [s, row[f"{m}_min"], row[f"{m}_max"], s / n]
+                pf = row["pf_sum"] / row["pf_n"] if row["pf_n"] else None
+                values += [row["energy"], row["unmetered"], pf]
+                params.append(values)
+            if not a.no_write:
+                for ok, result in execute_concurrent_with_args(
+                    session, statements[granularity], params, concurrency=a.concurrency
+                ):
+                    if not ok:
+                        raise RuntimeError(f"upsert failed: {result}")
+            with lock:
+                state["rows"] += len(params)
+                state["last_write"] = time_now()
+
+        def on_time_end(time):
+            if pending:
+                with lock:
+                    if granularity == "minute":
+                        for (meter, start), row in pending.items():
+                            minute_samples[(meter, start)] = row["samples"]
+                    state["last_change"] = time_now()
+                with held_lock:
+                    held.update(pending)
+                pending.clear()
+            flush(False)
+
+        writers.append(flush)
+        return on_change, on_time_end
+
+    def time_now():
+        return time.monotonic() - started
+
+    # Tumbling windows as a plain group-by on the window start: Pathway's `windowby` does the
+    # same, but through extra tables (about twice the CPU here).
+    for granularity, duration in GRANULARITIES:
+        keyed = t.with_columns(window_start=pw.this.ts - pw.this.ts % duration)
+        w = keyed.groupby(keyed.meter, keyed.window_start).reduce(**reducers())
+        on_change, on_time_end = writer(granularity)
+        pw.io.subscribe(w, on_change=on_change, on_time_end=on_time_end)
+
+    def summary(word):
+        with lock:
+            readings = sum(minute_samples.values())
+            print(
+                f"live {word}: {readings} readings, {state['rows']} rows written, "
+                "0 changes merged"
+            )
+            print(f"last message read {state['last_change'] or 0.0:.3f} s after start")
+            print(f"last row written {state['last_write'] or 0.0:.3f} s after start")
+        sys.stdout.flush()
+        os._exit(0)
+
+    # The engine runs in a thread of its own so that the main thread can take SIGTERM (the
+    # harness's deadline) and watch for idleness.
+    signal.signal(signal.SIGTERM, lambda *_: summary("stopped"))
+
+    def engine():
+        try:
+            pw.run(monitoring_level=pw.MonitoringLevel.NONE)
+        except BaseException as e:  # noqa: BLE001 - reported, then the process ends
+            print(f"pathway failed: {e!r}", file=sys.stderr)
+            os._exit(1)
+
+    # The subscribe callbacks make many short-lived objects, and CPython's cyclic GC walking
+    # the long-lived ones took 13 % of the CPU in a profile: leave the set-up's objects out of it
+    # and collect less often.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    threading.Thread(target=engine, daemon=True).start()
+    # Pathway does not say when its Kafka reader is up: ready 3 s after the engine started
+    # (the harness gives `wattflow live` the same 3 s).
+    ready_at = time_now() + 3.0
+    while True:
+        time.sleep(0.2)
+        if a.ready_file and time_now() >= ready_at:
+            open(a.ready_file, "w").close()
+            a.ready_file = None
+        with lock:
+            last = state["last_change"]
+        if last is not None and time_now() - last >= a.exit_when_idle:
+            for flush in writers:
+                flush(True)
+            summary("finished")
+
+
+if __name__ == "__main__":
+    main()
