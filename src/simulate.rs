@@ -237,6 +237,36 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<(), S
     Ok(())
 }
 
+/// Deletes `topics` (those that do not exist are left alone), e.g. a benchmark's or a test's
+/// scratch topics.
+pub fn delete_topics(brokers: &str, topics: &[&str]) -> Result<(), SimulateError> {
+    let kafka = |what: &str, source| SimulateError::Kafka {
+        brokers: brokers.to_owned(),
+        what: what.to_owned(),
+        source: Box::new(source),
+    };
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(|e| kafka("admin client", e))?;
+    let options = AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT));
+    let results =
+        block_on(admin.delete_topics(topics, &options)).map_err(|e| kafka("delete topics", e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => {
+                return Err(SimulateError::Config(format!(
+                    "cannot delete topic {topic}: {code}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Delivery counters of a [`ReadingProducer`].
 #[derive(Debug, Default)]
 pub struct DeliveryCounts {

@@ -50,7 +50,7 @@ use clap::Args;
 use serde::Serialize;
 use wattflow::generate::{Generator, GeneratorConfig};
 use wattflow::model::Granularity;
-use wattflow::simulate::{ensure_topic, ReadingProducer};
+use wattflow::simulate::{delete_topics, ensure_topic, ReadingProducer};
 use wattflow::sink::cassandra::{connect, read_view, CassandraSinkConfig, CassandraViews};
 
 use crate::machine::{now_utc, Machine};
@@ -509,6 +509,7 @@ fn catch_up_run(pipe: &Pipeline, args: &W2Args, root: &Path) -> Result<CatchUpRu
         checked += 1;
     }
     drop_keyspace(&views, &keyspace);
+    drop_topic(args, &topic);
     let cpu_s = m.cpu().as_secs_f64();
     Ok(CatchUpRun {
         engine: pipe.engine,
@@ -527,6 +528,14 @@ fn catch_up_run(pipe: &Pipeline, args: &W2Args, root: &Path) -> Result<CatchUpRu
         cassandra_cpu_s,
         households_checked: checked,
     })
+}
+
+/// Deletes a phase's topic and its dead-letter topic (a catch-up topic holds gigabytes).
+fn drop_topic(args: &W2Args, topic: &str) {
+    let dead = format!("{topic}.rejected");
+    if let Err(e) = delete_topics(&args.brokers, &[topic, &dead]) {
+        eprintln!("  could not delete topic {topic}: {e}");
+    }
 }
 
 fn drop_keyspace(views: &CassandraViews, keyspace: &str) {
@@ -720,6 +729,7 @@ fn stream_run(
     );
     fresh.extend(std::iter::repeat_n(f64::INFINITY, unseen));
     drop_keyspace(&views, &keyspace);
+    drop_topic(args, &topic);
     fresh.sort_by(f64::total_cmp);
     let pct = |p: f64| fresh[((fresh.len() - 1) as f64 * p).round() as usize];
     ensure!(!fresh.is_empty(), "no freshness sample");

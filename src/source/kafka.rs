@@ -1252,16 +1252,8 @@ mod tests {
 
     impl Drop for Topics {
         fn drop(&mut self) {
-            use rdkafka::admin::{AdminClient, AdminOptions};
-            let admin: Result<AdminClient<rdkafka::client::DefaultClientContext>, _> =
-                ClientConfig::new()
-                    .set("bootstrap.servers", &self.brokers)
-                    .create();
-            if let Ok(admin) = admin {
-                let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-                let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-                let _ = crate::simulate::block_on(admin.delete_topics(&names, &options));
-            }
+            let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+            let _ = crate::simulate::delete_topics(&self.brokers, &names);
         }
     }
 
