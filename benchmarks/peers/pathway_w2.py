@@ -12,7 +12,8 @@ Prints the same summary lines as `wattflow live`, which the harness parses:
     live finished: N readings, R rows written, 0 changes merged
     last message read X s after start     (here: the last window change seen at the output)
     last row written Y s after start
-and exits once nothing changed for --exit-when-idle seconds after the first change, or on
+and exits once nothing changed for --exit-when-idle seconds and it has counted every message of
+the topic (W2 topics hold valid readings only), or on
 SIGTERM (the harness's deadline), printing what it did so far. `--ready-file` is created 3 s
 after the engine starts (Pathway does not say when its Kafka reader is up).
 
@@ -30,20 +31,18 @@ import threading
 import time
 
 import pathway as pw
-from cassandra.cluster import Cluster
 from cassandra.concurrent import execute_concurrent_with_args
 
-MEASURES = [
-    "global_active_power",
-    "global_reactive_power",
-    "voltage",
-    "global_intensity",
-    "sub_metering_1",
-    "sub_metering_2",
-    "sub_metering_3",
-]
-GRANULARITIES = [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)]
-DAY_MS = 86_400_000
+from w2_common import (
+    COLUMNS,
+    GRANULARITIES,
+    MEASURES,
+    bucket_of,
+    cassandra_session,
+    create_views,
+    print_summary,
+    topic_size,
+)
 
 
 class Reading(pw.Schema):
@@ -59,29 +58,6 @@ class Reading(pw.Schema):
     sub_metering_3: float
 
 
-def civil_from_days(z):
-    """(year, month, day) of a day number since 1970-01-01 (Howard Hinnant's algorithm)."""
-    z += 719468
-    era = (z if z >= 0 else z - 146096) // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    y = yoe + era * 400
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    return (y + 1 if m <= 2 else y), m, d
-
-
-def bucket_of(granularity, start_ms):
-    """The partition bucket of wattflow's views (see `bucket_of` in src/sink/cassandra.rs)."""
-    day = start_ms // DAY_MS
-    if granularity == "minute":
-        return day
-    y, m, _ = civil_from_days(day)
-    return y * 100 + m if granularity == "hour" else y
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--brokers", required=True)
@@ -93,32 +69,16 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--ready-file")
-    p.add_argument("--no-write", action="store_true", help="diagnostics: aggregate, write nothing")
+    p.add_argument("--no-write", action="store_true", help="diagnostics: write nothing")
     a = p.parse_args()
 
     started = time.monotonic()
-    host, port = a.cassandra.rsplit(":", 1)
-    session = Cluster([host], port=int(port)).connect()
-    columns = ["meter", "bucket", "window_start", "samples", "covered_seconds"]
-    for m in MEASURES:
-        columns += [f"{m}_sum", f"{m}_min", f"{m}_max", f"{m}_avg"]
-    columns += ["active_energy_wh", "unmetered_wh", "power_factor_avg"]
-    marks = ", ".join("?" for _ in columns)
-    # The views' schema (`table_cql` in src/sink/cassandra.rs), in case wattflow did not make it.
-    session.execute(
-        f"CREATE KEYSPACE IF NOT EXISTS {a.keyspace} WITH replication = "
-        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-    )
-    for g, _ in GRANULARITIES:
-        doubles = ", ".join(f"{c} double" for c in columns[5:])
-        session.execute(
-            f"CREATE TABLE IF NOT EXISTS {a.keyspace}.{g}_view (meter text, bucket int, "
-            f"window_start timestamp, samples bigint, covered_seconds bigint, {doubles}, "
-            "PRIMARY KEY ((meter, bucket), window_start))"
-        )
+    session = cassandra_session(a.cassandra)
+    create_views(session, a.keyspace)
+    marks = ", ".join("?" for _ in COLUMNS)
     statements = {
         g: session.prepare(
-            f"INSERT INTO {a.keyspace}.{g}_view ({', '.join(columns)}) VALUES ({marks})"
+            f"INSERT INTO {a.keyspace}.{g}_view ({', '.join(COLUMNS)}) VALUES ({marks})"
         )
         for g, _ in GRANULARITIES
     }
@@ -152,7 +112,8 @@ def main():
     )
 
     lock = threading.Lock()
-    state = {"last_change": None, "last_write": None, "rows": 0}
+    # Readings counted = the sum of the minute rows' samples (one row per minute and meter).
+    state = {"last_change": None, "last_write": None, "rows": 0, "readings": 0}
     minute_samples = {}
 
     def reducers():
@@ -222,8 +183,10 @@ def main():
             if pending:
                 with lock:
                     if granularity == "minute":
-                        for (meter, start), row in pending.items():
-                            minute_samples[(meter, start)] = row["samples"]
+                        for key, row in pending.items():
+                            n = row["samples"]
+                            state["readings"] += n - minute_samples.get(key, 0)
+                            minute_samples[key] = n
                     state["last_change"] = time_now()
                 with held_lock:
                     held.update(pending)
@@ -246,15 +209,13 @@ def main():
 
     def summary(word):
         with lock:
-            readings = sum(minute_samples.values())
-            print(
-                f"live {word}: {readings} readings, {state['rows']} rows written, "
-                "0 changes merged"
+            print_summary(
+                word,
+                state["readings"],
+                state["rows"],
+                state["last_change"],
+                state["last_write"],
             )
-            print(f"last message read {state['last_change'] or 0.0:.3f} s after start")
-            print(f"last row written {state['last_write'] or 0.0:.3f} s after start")
-        sys.stdout.flush()
-        os._exit(0)
 
     # The engine runs in a thread of its own so that the main thread can take SIGTERM (the
     # harness's deadline) and watch for idleness.
@@ -283,7 +244,14 @@ def main():
             a.ready_file = None
         with lock:
             last = state["last_change"]
-        if last is not None and time_now() - last >= a.exit_when_idle:
+            counted = state["readings"]
+        # Done when quiet for a while and every message of the topic is counted (a long engine
+        # step is quiet too).
+        if (
+            last is not None
+            and time_now() - last >= a.exit_when_idle
+            and counted >= topic_size(a.brokers, a.topic)
+        ):
             for flush in writers:
                 flush(True)
             summary("finished")

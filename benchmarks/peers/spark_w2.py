@@ -12,7 +12,8 @@ Prints the same summary lines as `wattflow live`, which the harness parses:
     live finished: N readings, R rows written, 0 changes merged
     last message read X s after start     (the end of the last micro-batch that read input)
     last row written Y s after start
-and exits once nothing was read for --exit-when-idle seconds after the first reading, or on
+and exits once nothing was read for --exit-when-idle seconds and it has read every message of
+the topic (W2 topics hold valid readings only), or on
 SIGTERM (the harness's deadline), printing what it did so far.
 
 Usage: spark_w2.py --brokers H:P --topic T --group G --cassandra H:P --keyspace K
@@ -20,7 +21,6 @@ Usage: spark_w2.py --brokers H:P --topic T --group G --cassandra H:P --keyspace 
 """
 
 import argparse
-import os
 import shutil
 import signal
 import sys
@@ -28,46 +28,18 @@ import tempfile
 import threading
 import time
 
-from cassandra.cluster import Cluster
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-MEASURES = [
-    "global_active_power",
-    "global_reactive_power",
-    "voltage",
-    "global_intensity",
-    "sub_metering_1",
-    "sub_metering_2",
-    "sub_metering_3",
-]
+from w2_common import MEASURES, cassandra_session, create_views, print_summary, topic_size
+
 PACKAGES = ",".join(
     [
         "org.apache.spark:spark-sql-kafka-0-10_2.12:3.5.7",
         "com.datastax.spark:spark-cassandra-connector_2.12:3.5.1",
     ]
 )
-
-
-def create_views(host, port, keyspace):
-    """The views' schema (`table_cql` in src/sink/cassandra.rs), if wattflow did not make it."""
-    session = Cluster([host], port=port).connect()
-    session.execute(
-        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-    )
-    doubles = []
-    for m in MEASURES:
-        doubles += [f"{m}_{s} double" for s in ("sum", "min", "max", "avg")]
-    doubles += ["active_energy_wh double", "unmetered_wh double", "power_factor_avg double"]
-    for g in ("minute", "hour", "day"):
-        session.execute(
-            f"CREATE TABLE IF NOT EXISTS {keyspace}.{g}_view (meter text, bucket int, "
-            f"window_start timestamp, samples bigint, covered_seconds bigint, "
-            f"{', '.join(doubles)}, PRIMARY KEY ((meter, bucket), window_start))"
-        )
-    session.shutdown()
 
 
 def main():
@@ -84,7 +56,9 @@ def main():
 
     started = time.monotonic()
     host, port = a.cassandra.rsplit(":", 1)
-    create_views(host, int(port), a.keyspace)
+    session = cassandra_session(a.cassandra)
+    create_views(session, a.keyspace)
+    session.shutdown()
 
     spark = (
         SparkSession.builder.master(f"local[{a.threads}]")
@@ -207,18 +181,11 @@ def main():
     )
 
     def summary(word):
-        with lock:
-            last_read = state["last_read"] or 0.0
-            last_write = state["last_write"] or 0.0
-            print(
-                f"live {word}: {state['readings']} readings, {state['rows']} rows written, "
-                "0 changes merged"
-            )
-            print(f"last message read {last_read:.3f} s after start")
-            print(f"last row written {last_write:.3f} s after start")
-        sys.stdout.flush()
         shutil.rmtree(checkpoints, ignore_errors=True)
-        os._exit(0)
+        with lock:
+            print_summary(
+                word, state["readings"], state["rows"], state["last_read"], state["last_write"]
+            )
 
     signal.signal(signal.SIGTERM, lambda *_: summary("stopped"))
     ready = False
@@ -248,6 +215,7 @@ def main():
             and last is not None
             and wrote is not None
             and now() - max(last, wrote) >= a.exit_when_idle
+            and state["readings"] >= topic_size(a.brokers, a.topic)
         ):
             summary("finished")
         if query.exception() is not None:
