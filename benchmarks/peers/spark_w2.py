@@ -90,6 +90,8 @@ def main():
         .option("subscribe", a.topic)
         .option("startingOffsets", "earliest")
         .option("kafka.group.id", a.group)
+        # Bounded micro-batches while catching up (Spark's usual advice for a backlog).
+        .option("maxOffsetsPerTrigger", "200000")
         .load()
     )
     r = raw.select(F.from_json(F.col("value").cast("string"), schema).alias("r")).select("r.*")

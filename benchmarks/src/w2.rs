@@ -475,10 +475,12 @@ fn catch_up_run(pipe: &Pipeline, args: &W2Args, root: &Path) -> Result<CatchUpRu
         "{} read {readings} readings, {sent} were produced",
         pipe.engine.label()
     );
-    let active_s = out
-        .last_write_s
-        .filter(|s| *s > 0.0)
-        .context("the pipeline wrote no row")?;
+    // A peer stopped before its first write did nothing in the whole time it had.
+    let active_s = match out.last_write_s.filter(|s| *s > 0.0) {
+        Some(s) => s,
+        None if !finished => m.wall.as_secs_f64(),
+        None => bail!("{} wrote no row", pipe.engine.label()),
+    };
 
     // Every household of a sample must count all its readings in its day row.
     let views = connect(&CassandraSinkConfig {
@@ -704,8 +706,15 @@ fn stream_run(
     let out = parse_live(&m.stdout)?;
     let readings = out.readings;
     let finished = !m.stopped;
-    let last_message_s = out.last_message_s.context("the pipeline read nothing")?;
-    let last_write_s = out.last_write_s.context("the pipeline wrote nothing")?;
+    // A peer stopped before it showed anything counts as busy until it was stopped.
+    let stopped_at = m.wall.as_secs_f64();
+    let or_stopped = |v: Option<f64>, what: &str| match v.filter(|s| *s > 0.0) {
+        Some(s) => Ok(s),
+        None if !finished => Ok(stopped_at),
+        None => Err(anyhow::anyhow!("{} {what}", pipe.engine.label())),
+    };
+    let last_message_s = or_stopped(out.last_message_s, "read nothing")?;
+    let last_write_s = or_stopped(out.last_write_s, "wrote nothing")?;
     ensure!(
         readings == sent || !finished,
         "{} read {readings} readings, {sent} were produced",
