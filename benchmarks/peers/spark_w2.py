@@ -4,7 +4,8 @@ aggregates minute, hour and day windows per meter, and upserts the same Cassandr
 
 One streaming query: each reading is expanded into its three windows, grouped by (granularity,
 meter, window start) with a 60 s event-time watermark, in `update` output mode; every
-micro-batch (triggered as soon as the previous one ends) writes the windows it changed.
+micro-batch (triggered as soon as the previous one ends, at most 200,000 messages while catching
+up: `maxOffsetsPerTrigger`) writes the windows it changed.
 The Kafka and Cassandra connectors come from Maven Central (`spark.jars.packages`, cached by
 Ivy under ~/.ivy2 after the first run).
 

@@ -113,8 +113,13 @@ pub struct W2Args {
     pub peers: Vec<String>,
     /// Seconds a peer may take after the production ended (catch-up: after its start) before
     /// it is told to stop.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 60)]
     pub peer_deadline: u64,
+    /// Run the peers in the sustained phase too. Off by default: neither keeps pace with the
+    /// freshness phase's 10,000 readings/s here, and Pathway's memory grows by gigabytes a
+    /// minute when it falls behind, which at 100,000/s endangers the services beside it.
+    #[arg(long)]
+    pub peers_sustained: bool,
     /// Work folder of the peers' Python venv. Default: `<workspace>/target/wattflow-bench`.
     #[arg(long)]
     pub work: Option<PathBuf>,
@@ -850,7 +855,9 @@ pub fn run(args: W2Args) -> Result<()> {
             if skip(phase) {
                 continue;
             }
-            for pipe in &pipelines {
+            for pipe in pipelines.iter().filter(|p| {
+                p.engine == Engine::Wattflow || phase != "sustained" || args.peers_sustained
+            }) {
                 eprintln!(
                     "W2 {phase} run {run}/{}, {}: {rate} readings/s for {seconds} s",
                     args.runs,
