@@ -16,15 +16,8 @@ import os
 
 import duckdb
 
-MEASURES = [
-    "global_active_power",
-    "global_reactive_power",
-    "voltage",
-    "global_intensity",
-    "sub_metering_1",
-    "sub_metering_2",
-    "sub_metering_3",
-]
+from schema import MEASURES
+
 GRANULARITIES = ["minute", "hour", "day"]
 
 

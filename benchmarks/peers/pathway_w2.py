@@ -22,7 +22,6 @@ Usage: pathway_w2.py --brokers H:P --topic T --group G --cassandra H:P --keyspac
 Environment: PATHWAY_THREADS (engine threads), W2_AUTOCOMMIT_MS (Kafka commit period, 100).
 """
 
-import argparse
 import gc
 import os
 import signal
@@ -37,11 +36,12 @@ from w2_common import (
     COLUMNS,
     GRANULARITIES,
     MEASURES,
+    all_counted,
+    arguments,
     bucket_of,
     cassandra_session,
     create_views,
     print_summary,
-    topic_size,
 )
 
 
@@ -59,16 +59,8 @@ class Reading(pw.Schema):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--brokers", required=True)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--group", required=True)
-    p.add_argument("--cassandra", required=True)
-    p.add_argument("--keyspace", required=True)
-    p.add_argument("--exit-when-idle", type=float, default=10.0)
-    p.add_argument("--threads", type=int, default=1)
+    p = arguments("W2 peer: Pathway into wattflow's Cassandra views")
     p.add_argument("--concurrency", type=int, default=64)
-    p.add_argument("--ready-file")
     p.add_argument("--no-write", action="store_true", help="diagnostics: write nothing")
     a = p.parse_args()
 
@@ -250,7 +242,7 @@ def main():
         if (
             last is not None
             and time_now() - last >= a.exit_when_idle
-            and counted >= topic_size(a.brokers, a.topic)
+            and all_counted(counted, a.brokers, a.topic)
         ):
             for flush in writers:
                 flush(True)

@@ -15,15 +15,8 @@ import argparse
 import json
 import os
 
-MEASURES = [
-    "global_active_power",
-    "global_reactive_power",
-    "voltage",
-    "global_intensity",
-    "sub_metering_1",
-    "sub_metering_2",
-    "sub_metering_3",
-]
+from schema import MEASURES
+
 SOURCE_COLUMNS = [
     "Global_active_power",
     "Global_reactive_power",

@@ -21,7 +21,6 @@ Usage: spark_w2.py --brokers H:P --topic T --group G --cassandra H:P --keyspace 
                    [--exit-when-idle S] [--threads N] [--ready-file PATH]
 """
 
-import argparse
 import shutil
 import signal
 import sys
@@ -33,7 +32,14 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from w2_common import MEASURES, cassandra_session, create_views, print_summary, topic_size
+from w2_common import (
+    MEASURES,
+    all_counted,
+    arguments,
+    cassandra_session,
+    create_views,
+    print_summary,
+)
 
 PACKAGES = ",".join(
     [
@@ -44,16 +50,7 @@ PACKAGES = ",".join(
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--brokers", required=True)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--group", required=True)
-    p.add_argument("--cassandra", required=True)
-    p.add_argument("--keyspace", required=True)
-    p.add_argument("--exit-when-idle", type=float, default=10.0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--ready-file")
-    a = p.parse_args()
+    a = arguments("W2 peer: Spark Structured Streaming into wattflow's Cassandra views").parse_args()
 
     started = time.monotonic()
     host, port = a.cassandra.rsplit(":", 1)
@@ -218,7 +215,7 @@ def main():
             and last is not None
             and wrote is not None
             and now() - max(last, wrote) >= a.exit_when_idle
-            and state["readings"] >= topic_size(a.brokers, a.topic)
+            and all_counted(state["readings"], a.brokers, a.topic)
         ):
             summary("finished")
         if query.exception() is not None:

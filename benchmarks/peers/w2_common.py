@@ -1,21 +1,16 @@
 """What the W2 peers share: wattflow's view schema and partition buckets, the topic's size, and
 the summary lines `wattflow live` prints (which the harness parses)."""
 
+import argparse
 import os
 import sys
+import time
 
 from cassandra.cluster import Cluster
 from confluent_kafka import Consumer, TopicPartition
 
-MEASURES = [
-    "global_active_power",
-    "global_reactive_power",
-    "voltage",
-    "global_intensity",
-    "sub_metering_1",
-    "sub_metering_2",
-    "sub_metering_3",
-]
+from schema import MEASURES
+
 GRANULARITIES = [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)]
 DAY_MS = 86_400_000
 # Upsert columns, in table order after the key.
@@ -66,6 +61,31 @@ def bucket_of(granularity, start_ms):
         return day
     y, m, _ = civil_from_days(day)
     return y * 100 + m if granularity == "hour" else y
+
+
+def arguments(description):
+    """The options every W2 peer takes from the harness; a script adds its own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--brokers", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--group", required=True)
+    p.add_argument("--cassandra", required=True)
+    p.add_argument("--keyspace", required=True)
+    p.add_argument("--exit-when-idle", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ready-file")
+    return p
+
+
+_size_asked = [float("-inf"), 0]
+
+
+def all_counted(counted, brokers, topic):
+    """Whether `counted` readings are every message of `topic`, asking Kafka at most every 2 s."""
+    now = time.monotonic()
+    if now - _size_asked[0] >= 2.0:
+        _size_asked[:] = [now, topic_size(brokers, topic)]
+    return counted >= _size_asked[1]
 
 
 def topic_size(brokers, topic):

@@ -941,47 +941,81 @@ fn med<T>(runs: &[T], f: impl Fn(&T) -> f64) -> f64 {
     median(&runs.iter().map(f).collect::<Vec<_>>())
 }
 
-/// "" when every run finished, else how many were stopped at the deadline.
-fn stopped_note(finished: impl Iterator<Item = bool>) -> String {
-    let (mut n, mut stopped) = (0, 0);
-    for f in finished {
-        n += 1;
-        stopped += usize::from(!f);
+/// One run of one engine, as the tables group them.
+trait EngineRun: Clone {
+    fn engine(&self) -> Engine;
+    fn finished(&self) -> bool;
+}
+
+impl EngineRun for StreamRun {
+    fn engine(&self) -> Engine {
+        self.engine
     }
-    if stopped == 0 {
-        String::new()
-    } else {
-        format!(" ({stopped} of {n} stopped at the deadline)")
+    fn finished(&self) -> bool {
+        self.finished
     }
 }
 
-fn stream_rows(what: &str, seconds: u32, engines: &[Engine], all: &[StreamRun]) -> String {
+impl EngineRun for CatchUpRun {
+    fn engine(&self) -> Engine {
+        self.engine
+    }
+    fn finished(&self) -> bool {
+        self.finished
+    }
+}
+
+/// One table row per engine of `engines` that has runs in `all`, in that order: `row(label,
+/// runs)`, the label being the engine's name and, if any run was stopped at the deadline, how
+/// many.
+fn per_engine<R: EngineRun>(
+    engines: &[Engine],
+    all: &[R],
+    row: impl Fn(String, &[R]) -> String,
+) -> String {
     let mut md = String::new();
     for &engine in engines {
-        let runs: Vec<StreamRun> = all.iter().filter(|r| r.engine == engine).cloned().collect();
+        let runs: Vec<R> = all
+            .iter()
+            .filter(|r| r.engine() == engine)
+            .cloned()
+            .collect();
         if runs.is_empty() {
             continue;
         }
-        md.push_str(&format!(
-            "| {what} | {}{} | {} | {seconds} | {:.0} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
-            engine.label(),
-            stopped_note(runs.iter().map(|r| r.finished)),
-            runs[0].target_rate,
-            med(&runs, |r| r.produced_rate),
-            med(&runs, |r| r.sustained_rate),
-            med(&runs, |r| r.ingest_lag_s),
-            med(&runs, |r| r.views_complete_s),
-            ms(med(&runs, |r| r.p50_ms)),
-            ms(med(&runs, |r| r.p99_ms)),
-            ms(med(&runs, |r| r.max_ms)),
-            med(&runs, |r| r.poll_period_ms),
-            med(&runs, |r| r.cpu_s_per_million),
-            med(&runs, |r| r.peak_rss_mib),
-            med(&runs, |r| r.kafka_cpu_s),
-            med(&runs, |r| r.cassandra_cpu_s),
-        ));
+        let stopped = runs.iter().filter(|r| !r.finished()).count();
+        let label = match stopped {
+            0 => engine.label().to_owned(),
+            n => format!(
+                "{} ({n} of {} stopped at the deadline)",
+                engine.label(),
+                runs.len()
+            ),
+        };
+        md.push_str(&row(label, &runs));
     }
     md
+}
+
+fn stream_rows(what: &str, seconds: u32, engines: &[Engine], all: &[StreamRun]) -> String {
+    per_engine(engines, all, |label, runs| {
+        format!(
+            "| {what} | {label} | {} | {seconds} | {:.0} | {:.0} | {:.2} | {:.1} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
+            runs[0].target_rate,
+            med(runs, |r| r.produced_rate),
+            med(runs, |r| r.sustained_rate),
+            med(runs, |r| r.ingest_lag_s),
+            med(runs, |r| r.views_complete_s),
+            ms(med(runs, |r| r.p50_ms)),
+            ms(med(runs, |r| r.p99_ms)),
+            ms(med(runs, |r| r.max_ms)),
+            med(runs, |r| r.poll_period_ms),
+            med(runs, |r| r.cpu_s_per_million),
+            med(runs, |r| r.peak_rss_mib),
+            med(runs, |r| r.kafka_cpu_s),
+            med(runs, |r| r.cassandra_cpu_s),
+        )
+    })
 }
 
 fn markdown(
@@ -1051,29 +1085,19 @@ fn markdown(
             args.catch_up_seconds,
             u64::from(args.households) * u64::from(args.catch_up_seconds),
         ));
-        for &engine in engines {
-            let runs: Vec<CatchUpRun> = catch_up
-                .iter()
-                .filter(|r| r.engine == engine)
-                .cloned()
-                .collect();
-            if runs.is_empty() {
-                continue;
-            }
-            md.push_str(&format!(
-                "| {}{} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
-                engine.label(),
-                stopped_note(runs.iter().map(|r| r.finished)),
-                med(&runs, |r| r.readings_per_s),
-                med(&runs, |r| r.active_s),
-                med(&runs, |r| r.rows_written as f64),
-                med(&runs, |r| r.changes_merged as f64),
-                med(&runs, |r| r.cpu_s_per_million),
-                med(&runs, |r| r.peak_rss_mib),
-                med(&runs, |r| r.kafka_cpu_s),
-                med(&runs, |r| r.cassandra_cpu_s),
-            ));
-        }
+        md.push_str(&per_engine(engines, catch_up, |label, runs| {
+            format!(
+                "| {label} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} |\n",
+                med(runs, |r| r.readings_per_s),
+                med(runs, |r| r.active_s),
+                med(runs, |r| r.rows_written as f64),
+                med(runs, |r| r.changes_merged as f64),
+                med(runs, |r| r.cpu_s_per_million),
+                med(runs, |r| r.peak_rss_mib),
+                med(runs, |r| r.kafka_cpu_s),
+                med(runs, |r| r.cassandra_cpu_s),
+            )
+        }));
     }
     md
 }
@@ -1081,6 +1105,37 @@ fn markdown(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone)]
+    struct Fake(Engine, bool);
+
+    impl EngineRun for Fake {
+        fn engine(&self) -> Engine {
+            self.0
+        }
+        fn finished(&self) -> bool {
+            self.1
+        }
+    }
+
+    #[test]
+    fn rows_are_per_engine_in_order_and_say_how_many_runs_were_stopped() {
+        let runs = [
+            Fake(Engine::Spark, true),
+            Fake(Engine::Wattflow, true),
+            Fake(Engine::Spark, false),
+            Fake(Engine::Wattflow, true),
+        ];
+        let md = per_engine(
+            &[Engine::Wattflow, Engine::Pathway, Engine::Spark],
+            &runs,
+            |label, runs| format!("{label}: {}\n", runs.len()),
+        );
+        assert_eq!(
+            md,
+            "wattflow: 2\nSpark Structured Streaming (1 of 2 stopped at the deadline): 2\n"
+        );
+    }
 
     #[test]
     fn reads_the_live_summary() {

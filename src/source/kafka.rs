@@ -1257,6 +1257,37 @@ mod tests {
         }
     }
 
+    /// A fresh topic of `partitions` and its one-partition dead-letter topic, both deleted when
+    /// the returned guard drops.
+    fn scratch_topics(brokers: &str, partitions: i32) -> (String, String, Topics) {
+        let topic = unique("wattflow-test");
+        let dead = format!("{topic}{DEAD_LETTER_SUFFIX}");
+        let guard = Topics {
+            brokers: brokers.to_owned(),
+            names: vec![topic.clone(), dead.clone()],
+        };
+        ensure_topic(brokers, &topic, partitions).unwrap();
+        ensure_topic(brokers, &dead, 1).unwrap();
+        (topic, dead, guard)
+    }
+
+    /// What `group` has committed for partitions `0..partitions` of `topic`.
+    fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> TopicPartitionList {
+        let checker: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut ask = TopicPartitionList::new();
+        for p in 0..partitions {
+            ask.add_partition(topic, p);
+        }
+        retry_transient(Duration::from_secs(30), |left| {
+            checker.committed_offsets(ask.clone(), left)
+        })
+        .unwrap()
+    }
+
     struct Run {
         readings: Vec<(Reading, Time, isize)>,
         rejected: Vec<Rejection>,
@@ -1496,14 +1527,7 @@ mod tests {
         else {
             return;
         };
-        let topic = unique("wattflow-test");
-        let dead = format!("{topic}{DEAD_LETTER_SUFFIX}");
-        let _cleanup = Topics {
-            brokers: brokers.clone(),
-            names: vec![topic.clone(), dead.clone()],
-        };
-        ensure_topic(&brokers, &topic, 1).unwrap();
-        ensure_topic(&brokers, &dead, 1).unwrap();
+        let (topic, dead, _cleanup) = scratch_topics(&brokers, 1);
 
         let start = naive_to_ms(2024, 3, 10, 12, 0, 0).unwrap();
         let generator = Generator::new(GeneratorConfig::default());
@@ -1531,17 +1555,7 @@ mod tests {
         assert!(first.stats.dead_letter_failures.load(Ordering::Relaxed) >= 2);
         assert_eq!(first.stats.dead_letters_pending.load(Ordering::Relaxed), 2);
         assert_eq!(first.stats.committed_offsets.load(Ordering::Relaxed), 0);
-        let checker: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", &group)
-            .create()
-            .unwrap();
-        let mut ask = TopicPartitionList::new();
-        ask.add_partition(&topic, 0);
-        let committed = retry_transient(Duration::from_secs(30), |left| {
-            checker.committed_offsets(ask.clone(), left)
-        })
-        .unwrap();
+        let committed = committed(&brokers, &group, &topic, 1);
         assert_eq!(
             committed.find_partition(&topic, 0).map(|e| e.offset()),
             Some(Offset::Invalid),
@@ -1642,14 +1656,7 @@ mod tests {
         else {
             return;
         };
-        let topic = unique("wattflow-test");
-        let dead = format!("{topic}{DEAD_LETTER_SUFFIX}");
-        let _cleanup = Topics {
-            brokers: brokers.clone(),
-            names: vec![topic.clone(), dead.clone()],
-        };
-        ensure_topic(&brokers, &topic, 3).unwrap();
-        ensure_topic(&brokers, &dead, 1).unwrap();
+        let (topic, dead, _cleanup) = scratch_topics(&brokers, 3);
 
         // Three households, one reading a second across midnight.
         let day2 = naive_to_ms(2024, 3, 11, 0, 0, 0).unwrap();
@@ -1762,19 +1769,7 @@ mod tests {
                 *e = (*e).min(r.origin.position as i64);
             }
         }
-        let checker: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", &group)
-            .create()
-            .unwrap();
-        let mut ask = TopicPartitionList::new();
-        for p in 0..3 {
-            ask.add_partition(&topic, p);
-        }
-        let committed = retry_transient(Duration::from_secs(30), |left| {
-            checker.committed_offsets(ask.clone(), left)
-        })
-        .unwrap();
+        let committed = committed(&brokers, &group, &topic, 3);
         for (&p, &offset) in &first_open {
             let e = committed.find_partition(&topic, p).unwrap();
             assert_eq!(e.offset(), Offset::Offset(offset), "partition {p}");
