@@ -145,6 +145,30 @@ pub struct Origin {
     pub position: u64,
 }
 
+/// [`Origin::source`] values with this bit set are Kafka partitions (the partition in the low
+/// bits, see [`Origin::kafka`]); the others index the run's history files.
+pub const KAFKA_ORIGIN: u32 = 1 << 31;
+
+impl Origin {
+    /// The origin of the message at `offset` of Kafka partition `partition`.
+    pub fn kafka(partition: i32, offset: i64) -> Origin {
+        Origin {
+            source: KAFKA_ORIGIN | (partition.max(0) as u32 & !KAFKA_ORIGIN),
+            position: offset.max(0) as u64,
+        }
+    }
+
+    /// The Kafka partition this origin names, if it is one.
+    pub fn kafka_partition(&self) -> Option<i32> {
+        (self.source & KAFKA_ORIGIN != 0).then_some((self.source & !KAFKA_ORIGIN) as i32)
+    }
+
+    /// The index of the history file this origin names, if it is one.
+    pub fn file_index(&self) -> Option<usize> {
+        (self.source & KAFKA_ORIGIN == 0).then_some(self.source as usize)
+    }
+}
+
 /// One reading of one meter over one interval.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Reading {

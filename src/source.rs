@@ -6,6 +6,7 @@
 //! operators may treat the frontier as "no reading older than this will come".
 
 pub mod file;
+pub mod handover;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 

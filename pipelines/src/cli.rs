@@ -15,7 +15,8 @@ use wattflow::generate::{Generator, GeneratorConfig};
 use wattflow::model::MeterId;
 use wattflow::source::file::DEFAULT_METER;
 
-use crate::replay::{Progress, Replay, ReplaySummary};
+use crate::graph::Progress;
+use crate::replay::{Replay, ReplaySummary};
 
 /// Household electricity monitoring: one dataflow for history and live readings.
 #[derive(Debug, Parser)]

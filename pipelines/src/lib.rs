@@ -1,15 +1,18 @@
 //! wattflow's pipelines, assembled from the library's public API, and the entry point for
-//! embedding them: [`Replay`] runs the history (batch) path.
+//! embedding them: [`Pipeline`] is the one graph (history and Kafka in, Parquet and Cassandra
+//! out); [`Replay`] and [`Live`] are its history-only and Kafka-only presets.
 //!
 //! Crates depend one way: `wattflow` (model, formats, sources, sinks) ← `wattflow-operators`
 //! (aggregation, no I/O) ← `wattflow-pipelines` (graphs and the `wattflow` CLI).
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod graph;
 pub mod live;
 pub mod replay;
 
+pub use graph::{Pipeline, PipelineError, Progress, RunSummary};
 pub use live::{Live, LiveError, LiveSummary};
-pub use replay::{Progress, Replay, ReplayError, ReplaySummary};
+pub use replay::{Replay, ReplayError, ReplaySummary};
 pub use wattflow;
 pub use wattflow_operators as operators;

@@ -63,10 +63,17 @@ pub fn rejected_sink(
                 for r in data.drain(..) {
                     count.fetch_add(1, Ordering::Relaxed);
                     if let Some(w) = out.as_mut() {
-                        let source = sources
-                            .get(r.origin.source as usize)
-                            .map(String::as_str)
-                            .unwrap_or("?");
+                        let kafka;
+                        let source = match r.origin.kafka_partition() {
+                            Some(p) => {
+                                kafka = format!("kafka partition {p}");
+                                kafka.as_str()
+                            }
+                            None => sources
+                                .get(r.origin.source as usize)
+                                .map(String::as_str)
+                                .unwrap_or("?"),
+                        };
                         let line = format!(
                             "{},{},{},{}\n",
                             csv_field(source),

@@ -30,9 +30,12 @@ use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::format::text::{DateCache, HeaderError, Line, TextFormat};
 use crate::model::{Limits, MeterId, Origin, Reading, RejectReason};
+use crate::source::handover::HistoryEnds;
 use crate::source::{Rejection, SourceOperator};
 use crate::time::format_iso;
 use crate::Time;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
 
 /// Default meter id for files without a `Meter` column.
 pub const DEFAULT_METER: &str = "household-1";
@@ -58,6 +61,10 @@ pub struct FileSourceConfig {
     pub lateness_ms: i64,
     /// Chunk size when splitting text files between workers.
     pub chunk_bytes: usize,
+    /// A fixed hand-over instant (see [`crate::source::handover`]): readings starting at or
+    /// after it are left to the live source, counted in [`SourceStats::after_switch`], and do
+    /// not move the watermark. `None`: every reading counts.
+    pub switch_at: Option<i64>,
 }
 
 impl FileSourceConfig {
@@ -70,6 +77,7 @@ impl FileSourceConfig {
             limits: Limits::default(),
             lateness_ms: DEFAULT_LATENESS_MS,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            switch_at: None,
         }
     }
 }
@@ -85,6 +93,9 @@ pub struct SourceStats {
     pub missing: AtomicU64,
     /// Rows refused by the source (malformed, absurd, too late).
     pub rejected: AtomicU64,
+    /// Valid readings at or after a fixed switch instant, left to the live source
+    /// ([`FileSourceConfig::switch_at`]).
+    pub after_switch: AtomicU64,
     /// Bytes of the input files consumed (compressed bytes for gzip, column-chunk bytes for
     /// Parquet), the unit of `total_bytes`.
     pub bytes: AtomicU64,
@@ -607,6 +618,10 @@ pub struct FileStreams<'scope> {
     pub readings: VecCollection<'scope, Time, Reading>,
     /// Refused rows.
     pub rejected: StreamVec<'scope, Time, Rejection>,
+    /// Per meter, the end (`ts + interval`) of the last reading this worker emitted, sent once
+    /// its inputs are exhausted: the switch times of the hand-over to a live source (see
+    /// [`crate::source::handover`]). Its frontier is the source's: empty once history is read.
+    pub ends: StreamVec<'scope, Time, (MeterId, i64)>,
 }
 
 /// Chunks a worker may have in flight beyond the progress of `flow` (see [`file_source`]).
@@ -628,19 +643,24 @@ pub fn file_source<'scope>(
     let worker = scope.index();
     let peers = scope.peers();
     let SourceOperator {
-        builder,
+        mut builder,
         activator,
         mut readings_out,
         readings,
         mut rejected_out,
         rejected,
     } = SourceOperator::new("FileSource".to_owned(), scope);
+    let (ends_out, ends_stream) = builder.new_output();
+    let mut ends_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(MeterId, i64)>>>::from(ends_out);
 
     builder.build(move |capabilities| {
         let mut caps = Some(capabilities);
         let mut inputs: Vec<InputState> = Vec::new();
         let mut opened = false;
         let mut in_flight: VecDeque<Time> = VecDeque::new();
+        let mut ends = HistoryEnds::default();
+        let switch_at = config.switch_at.unwrap_or(i64::MAX);
         move |_frontiers| {
             let Some(current) = caps.as_mut() else {
                 return;
@@ -683,9 +703,14 @@ pub fn file_source<'scope>(
                         let mut session = readings_handle.session(&current[0]);
                         let readings = std::mem::take(&mut chunk.readings);
                         let mut emitted = 0u64;
+                        let mut after_switch = 0u64;
                         // Per-row watermark: a row is late if it is behind the largest event
                         // time seen before it by more than the lateness.
                         for r in readings {
+                            if r.ts >= switch_at {
+                                after_switch += 1;
+                                continue;
+                            }
                             let watermark = state.max_ts.saturating_sub(config.lateness_ms);
                             if r.ts < watermark.max(state.watermark) {
                                 chunk.rejected.push(Rejection {
@@ -699,11 +724,17 @@ pub fn file_source<'scope>(
                                 continue;
                             }
                             state.max_ts = state.max_ts.max(r.ts);
+                            ends.note(r.meter, r.ts.saturating_add(r.interval_s as i64 * 1000));
                             session.give((r, time, 1));
                             emitted += 1;
                         }
                         drop(session);
                         stats.readings.fetch_add(emitted, Ordering::Relaxed);
+                        if after_switch > 0 {
+                            stats
+                                .after_switch
+                                .fetch_add(after_switch, Ordering::Relaxed);
+                        }
                         if !chunk.rejected.is_empty() {
                             let mut rejected_handle = rejected_out.activate();
                             rejected_handle
@@ -727,6 +758,13 @@ pub fn file_source<'scope>(
                 }
             }
             if inputs.is_empty() {
+                let last = ends.drain();
+                if !last.is_empty() {
+                    ends_out
+                        .activate()
+                        .session(&current[2])
+                        .give_iterator(last.into_iter());
+                }
                 caps = None;
                 return;
             }
@@ -743,5 +781,6 @@ pub fn file_source<'scope>(
     FileStreams {
         readings: readings.as_collection(),
         rejected,
+        ends: ends_stream,
     }
 }

@@ -64,8 +64,9 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use crate::format::json::{check_future, parse_message};
-use crate::model::{Granularity, Limits, Origin, Reading, RejectReason};
+use crate::model::{Granularity, Limits, MeterId, Origin, Reading, RejectReason};
 use crate::source::file::record_text;
+use crate::source::handover::{SwitchAt, SwitchTimes};
 use crate::source::{Rejection, SourceOperator};
 use crate::time::{format_iso, DAY_MS};
 use crate::Time;
@@ -243,6 +244,12 @@ pub struct KafkaStats {
     /// Refusals waiting to be sent again to the dead-letter topic (offsets are not committed
     /// while this is above zero).
     pub dead_letters_pending: AtomicU64,
+    /// Readings that start before their meter's switch time: covered by history, counted here
+    /// and not aggregated again (see [`crate::source::handover`]).
+    pub covered: AtomicU64,
+    /// Wall clock (ms since the epoch) minus the Kafka timestamp of the newest message read:
+    /// how far behind real time the source is (0 before the first message).
+    pub behind_ms: std::sync::atomic::AtomicI64,
     /// Partition offsets committed successfully.
     pub committed_offsets: AtomicU64,
     /// Commits that failed (retried at the next commit).
@@ -354,7 +361,8 @@ pub enum KafkaError {
 pub struct KafkaStreams<'scope> {
     /// Valid readings, at their worker's watermark (never later than their `ts`).
     pub readings: VecCollection<'scope, Time, Reading>,
-    /// Refused messages; `origin.source` is the partition, `origin.position` the offset.
+    /// Refused messages; [`Origin::kafka_partition`] and `origin.position` give the partition
+    /// and offset.
     pub rejected: StreamVec<'scope, Time, Rejection>,
 }
 
@@ -559,6 +567,10 @@ struct Worker {
     rejected: Vec<Rejection>,
     /// The clock at the start of the current activation (one read for all its messages).
     now: Instant,
+    /// Switch times of the hand-over from history: readings before them are covered.
+    switch: SwitchTimes,
+    /// Partitions that have seen a covered reading (logged once each).
+    covered_logged: Vec<i32>,
 }
 
 impl Worker {
@@ -585,6 +597,8 @@ impl Worker {
             readings: Vec::new(),
             rejected: Vec::new(),
             now,
+            switch: SwitchTimes::default(),
+            covered_logged: Vec::new(),
         }
     }
 
@@ -618,10 +632,7 @@ impl Worker {
             );
         }
         self.rejected.push(Rejection {
-            origin: Origin {
-                source: partition as u32,
-                position: offset as u64,
-            },
+            origin: Origin::kafka(partition, offset),
             reason,
             record: record_text(payload),
         });
@@ -656,16 +667,28 @@ impl Worker {
             p.eof = false;
             p.idle = false;
         }
-        let origin = Origin {
-            source: partition as u32,
-            position: offset as u64,
-        };
+        let origin = Origin::kafka(partition, offset);
         let parsed = parse_message(payload, &self.config.limits, origin)
             .and_then(|r| check_future(&r, now_ms, self.config.future_skew_ms).map(|()| r));
         let reading = match parsed {
             Ok(r) => r,
             Err(reason) => return self.reject(partition, offset, key, payload, reason),
         };
+        if self.switch.covers(&reading.meter, reading.ts) {
+            self.stats.covered.fetch_add(1, Ordering::Relaxed);
+            if !self.covered_logged.contains(&partition) {
+                self.covered_logged.push(partition);
+                tracing::info!(
+                    partition,
+                    offset,
+                    meter = %reading.meter,
+                    ts = %format_iso(reading.ts),
+                    switch = %self.switch.of(&reading.meter).map_or_else(String::new, format_iso),
+                    "readings before the switch time are covered by history: counted, not aggregated again"
+                );
+            }
+            return;
+        }
         let cap = self.cap;
         let lateness = self.config.lateness_ms;
         let p = &mut self.partitions[i];
@@ -819,6 +842,59 @@ impl Worker {
     }
 }
 
+/// The partitions of `config.topic`, from the brokers' metadata (waiting up to
+/// [`METADATA_TIMEOUT`]).
+fn topic_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    config: &KafkaSourceConfig,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = consumer
+        .fetch_metadata(Some(&config.topic), METADATA_TIMEOUT)
+        .map_err(|source| KafkaError::Unreachable {
+            brokers: config.brokers.clone(),
+            topic: config.topic.clone(),
+            source: Box::new(source),
+        })?;
+    let missing = || KafkaError::MissingTopic {
+        topic: config.topic.clone(),
+        brokers: config.brokers.clone(),
+    };
+    let topic = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == config.topic)
+        .ok_or_else(missing)?;
+    if let Some(err) = topic.error() {
+        let code: RDKafkaErrorCode = err.into();
+        return Err(match code {
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => missing(),
+            other => KafkaError::Metadata {
+                topic: config.topic.clone(),
+                reason: other.to_string(),
+            },
+        });
+    }
+    if topic.partitions().is_empty() {
+        return Err(missing());
+    }
+    Ok(topic.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// Checks, before a pipeline starts, that the brokers answer and the topic exists: the same
+/// errors [`kafka_source`] would return, without building anything.
+pub fn check_topic(config: &KafkaSourceConfig) -> Result<Vec<i32>, KafkaError> {
+    if config.topic.is_empty() {
+        return Err(KafkaError::Config("the topic name is empty".into()));
+    }
+    if config.brokers.is_empty() {
+        return Err(KafkaError::Config("no brokers given".into()));
+    }
+    let consumer: BaseConsumer = client_config(config, &[("allow.auto.create.topics", "false")])
+        .create()
+        .map_err(|e| KafkaError::Config(e.to_string()))?;
+    topic_partitions(&consumer, config)
+}
+
 /// Opens the worker's consumer, assigns it its partitions at their start offsets, and opens the
 /// dead-letter producer. All the waiting (bounded by [`METADATA_TIMEOUT`]) happens here.
 fn open_worker(
@@ -863,39 +939,9 @@ fn open_worker(
     })
     .map_err(|e| KafkaError::Config(e.to_string()))?;
 
-    let metadata = consumer
-        .fetch_metadata(Some(&config.topic), METADATA_TIMEOUT)
-        .map_err(|source| KafkaError::Unreachable {
-            brokers: config.brokers.clone(),
-            topic: config.topic.clone(),
-            source: Box::new(source),
-        })?;
-    let missing = || KafkaError::MissingTopic {
-        topic: config.topic.clone(),
-        brokers: config.brokers.clone(),
-    };
-    let topic = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == config.topic)
-        .ok_or_else(missing)?;
-    if let Some(err) = topic.error() {
-        let code: RDKafkaErrorCode = err.into();
-        return Err(match code {
-            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => missing(),
-            other => KafkaError::Metadata {
-                topic: config.topic.clone(),
-                reason: other.to_string(),
-            },
-        });
-    }
-    if topic.partitions().is_empty() {
-        return Err(missing());
-    }
-    let mut mine: Vec<i32> = topic
-        .partitions()
-        .iter()
-        .map(|p| p.id())
+    let partitions_of_topic = topic_partitions(&consumer, config)?;
+    let mut mine: Vec<i32> = partitions_of_topic
+        .into_iter()
         .filter(|&p| p as usize % peers == index)
         .collect();
     mine.sort_unstable();
@@ -1009,7 +1055,20 @@ fn open_worker(
     Ok((worker, consumer))
 }
 
+/// The history side of a hand-over to this source (see [`crate::source::handover`]).
+pub struct Handover<'scope> {
+    /// Per meter, the end of its history, as every file-source worker sent it, broadcast to
+    /// every worker of this source. Nothing is read from Kafka until this stream's frontier is
+    /// empty (the history is read); meanwhile the source's capability follows that frontier.
+    pub ends: StreamVec<'scope, Time, (MeterId, i64)>,
+    /// Where the switch is.
+    pub rule: SwitchAt,
+}
+
 /// Reads `config.topic` into the graph; see the module docs.
+///
+/// With a `handover`, the source first waits for the history to be read, then counts readings
+/// before their meter's switch time as covered (see [`crate::source::handover`]).
 ///
 /// `durable` is a probe placed after the sinks: offsets are committed only for output the probe
 /// has passed. `flow` is the probe of flow control: a worker polls only while fewer than
@@ -1026,6 +1085,7 @@ fn open_worker(
 /// Start-up errors (brokers unreachable within [`METADATA_TIMEOUT`], missing topic, unreadable
 /// offsets) are returned before any operator is built; later broker trouble is logged and
 /// retried by librdkafka.
+#[allow(clippy::too_many_arguments)]
 pub fn kafka_source<'scope>(
     scope: Scope<'scope, Time>,
     config: Arc<KafkaSourceConfig>,
@@ -1033,31 +1093,84 @@ pub fn kafka_source<'scope>(
     durable: ProbeHandle<Time>,
     flow: ProbeHandle<Time>,
     stop: Arc<AtomicBool>,
+    handover: Option<Handover<'scope>>,
 ) -> Result<KafkaStreams<'scope>, KafkaError> {
     let index = scope.index();
     let peers = scope.peers();
     let (mut worker, consumer) = open_worker(&config, &stats, durable.clone(), index, peers)?;
 
     let SourceOperator {
-        builder,
+        mut builder,
         activator,
         mut readings_out,
         readings,
         mut rejected_out,
         rejected,
     } = SourceOperator::new(format!("KafkaSource({})", config.topic), scope);
+    // Connected to both outputs: while history is read, this input's frontier holds ours.
+    let mut ends_input = handover.map(|h| {
+        worker.switch = SwitchTimes::new(h.rule);
+        builder.new_input(h.ends, timely::dataflow::channels::pact::Pipeline)
+    });
+    let mut history_done = ends_input.is_none();
 
     builder.build_reschedule(move |capabilities| {
         let mut caps = Some(capabilities);
         let mut in_flight: VecDeque<Time> = VecDeque::new();
         let mut finished_at: Option<Instant> = None;
         let mut done = false;
-        move |_frontiers| {
+        move |frontiers| {
             if done {
                 return false;
             }
             if let Some(producer) = &worker.dead_letters {
                 producer.poll(Duration::ZERO);
+            }
+            if let Some(input) = ends_input.as_mut() {
+                input.for_each(|_, data| {
+                    for (meter, end) in data.drain(..) {
+                        worker.switch.absorb(meter, end);
+                    }
+                });
+            }
+            if !history_done {
+                match (frontiers[0].frontier().first().copied(), caps.as_mut()) {
+                    (Some(t), Some(current)) => {
+                        // History still being read: follow its frontier, read nothing yet.
+                        if t > worker.cap {
+                            for cap in current.iter_mut() {
+                                cap.downgrade(&t);
+                            }
+                            worker.cap = t;
+                        }
+                        worker
+                            .stats
+                            .publish(worker.index, worker.cap.min(i64::MAX as Time) as i64);
+                        if stop.load(Ordering::Relaxed) {
+                            caps = None;
+                            history_done = true;
+                        }
+                        activator.activate_after(Duration::from_millis(20));
+                        return true;
+                    }
+                    _ => {
+                        history_done = true;
+                        if worker.index == 0 {
+                            tracing::info!(
+                                meters = worker.switch.meters(),
+                                switch = %worker.switch.latest().map_or_else(|| "-".to_owned(), format_iso),
+                                topic = %worker.config.topic,
+                                "history read; following the topic from the switch"
+                            );
+                        }
+                        // Partitions quiet all along the history phase are not idle yet.
+                        let now = Instant::now();
+                        for p in worker.partitions.iter_mut() {
+                            p.last_message = now;
+                        }
+                        worker.started = now;
+                    }
+                }
             }
             let Some(current) = caps.as_mut() else {
                 // Finished: wait for the sinks, then make the last commit.
@@ -1083,6 +1196,7 @@ pub fn kafka_source<'scope>(
             let mut taken = 0usize;
             let mut drained = false;
             let mut behind = false;
+            let mut lag_ms = i64::MIN;
             if !blocked {
                 let now_ms = wall_clock_ms();
                 worker.now = Instant::now();
@@ -1095,12 +1209,9 @@ pub fn kafka_source<'scope>(
                         }
                         Some(Ok(msg)) => {
                             taken += 1;
-                            if msg
-                                .timestamp()
-                                .to_millis()
-                                .is_some_and(|at| now_ms - at > BACKLOG_AGE_MS)
-                            {
-                                behind = true;
+                            if let Some(at) = msg.timestamp().to_millis() {
+                                behind |= now_ms - at > BACKLOG_AGE_MS;
+                                lag_ms = now_ms - at;
                             }
                             worker.handle(
                                 msg.partition(),
@@ -1137,6 +1248,11 @@ pub fn kafka_source<'scope>(
                     .stats
                     .last_message_ms
                     .fetch_max(wall_clock_ms(), Ordering::Relaxed);
+            }
+            if lag_ms != i64::MIN {
+                worker.stats.behind_ms.store(lag_ms.max(0), Ordering::Relaxed);
+            } else if drained {
+                worker.stats.behind_ms.store(0, Ordering::Relaxed);
             }
             if behind {
                 worker
@@ -1316,8 +1432,9 @@ mod tests {
             let stop = Arc::clone(&stop);
             worker.dataflow::<Time, _, _>(move |scope| {
                 let durable = ProbeHandle::new();
-                let streams = kafka_source(scope, c, s, durable.clone(), durable.clone(), stop)
-                    .expect("source starts");
+                let streams =
+                    kafka_source(scope, c, s, durable.clone(), durable.clone(), stop, None)
+                        .expect("source starts");
                 streams
                     .readings
                     .inner
@@ -1765,7 +1882,9 @@ mod tests {
         let mut first_open: BTreeMap<i32, i64> = BTreeMap::new();
         for (r, _, _) in &first.readings {
             if r.ts >= day2 {
-                let e = first_open.entry(r.origin.source as i32).or_insert(i64::MAX);
+                let e = first_open
+                    .entry(r.origin.kafka_partition().unwrap())
+                    .or_insert(i64::MAX);
                 *e = (*e).min(r.origin.position as i64);
             }
         }

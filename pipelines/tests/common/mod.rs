@@ -3,6 +3,8 @@
 //! arithmetic and its own aggregation, so the tests compare against a second implementation.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};

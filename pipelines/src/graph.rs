@@ -1,0 +1,674 @@
+//! The one graph: history files and a Kafka topic through the same window operator into the
+//! Parquet batch views and the Cassandra speed views. [`Pipeline`] wires it once; `replay`,
+//! `live` and `run` are configurations of it ([`crate::Replay`], [`crate::Live`]).
+//!
+//! ```text
+//!  history files ─> FileSource ─ readings ───────────────┐
+//!                      ├─ rejected ─────────────────┐    │ concat
+//!                      └─ ends (meter, T) ─ broadcast│    │
+//!                                              ▼     │    ▼
+//!  Kafka topic ────> KafkaSource ─ readings ─────────┼──> WindowAggregate ─ ±updates ─┬─> CassandraSink ─ durable ─┐
+//!    ▲                  └─ bad messages ─> <topic>.rejected    └─ refused ─┐           └─> ParquetSink             │
+//!    │                                               ▼                     ▼                                      │
+//!    │                                          RejectedSink (rejected.csv)                                       │
+//!    └────────── offsets committed once the durable probe has passed them ◄──────────────────────────────────────┘
+//! ```
+//!
+//! # Time and the switch
+//! Timestamps are event-time watermarks in ms. Each source emits a reading at a time no later
+//! than its `ts`, so a window `[start, end)` is sealed once the frontier reaches `end`. The
+//! file source's frontier is its watermark; the Kafka source reads nothing until the history is
+//! read and meanwhile follows the history's frontier (its `ends` input is connected to its
+//! outputs), so the combined frontier is the history's during the history phase and Kafka's
+//! after it: history windows seal without waiting for Kafka, and the windows around the switch
+//! stay open until the live readings that complete them have arrived. Live readings before
+//! their meter's switch time are covered by history (see [`wattflow::source::handover`]).
+//!
+//! # State, sealing and sinks
+//! The window operator holds only open windows and emits `−old, +new` at every change; the
+//! Parquet sink keeps each partition until the frontier passes the partition's end and writes it
+//! once; the Cassandra sink writes every change and returns the durability frontier the Kafka
+//! source commits by. With a Kafka source the window operator folds eagerly (a reading reaches
+//! the speed views at once); history alone folds per complete time, as a replay wants.
+//!
+//! # The shared context
+//! Everything a worker needs to build its copy of the graph is one [`Context`] behind an
+//! `Arc`: the configurations, the sinks' connections, the counters and the error list.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use differential_dataflow::collection::vec::Collection as VecCollection;
+use serde::Serialize;
+use timely::dataflow::operators::core::{Concat, Map, Probe};
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use wattflow::model::{Granularity, Reading};
+use wattflow::sink::cassandra::{
+    cassandra_sink_paced, connect, CassandraError, CassandraSinkConfig, CassandraStats,
+    CassandraViews,
+};
+use wattflow::sink::parquet::{
+    parquet_sink, update_manifest, Manifest, ParquetSinkConfig, SinkReport,
+};
+use wattflow::sink::rejected::{rejected_sink, REJECTED_FILE};
+use wattflow::source::file::{
+    check_inputs, file_source, render_reading, FileSourceConfig, SourceError, SourceStats,
+};
+use wattflow::source::handover::SwitchAt;
+use wattflow::source::kafka::{
+    check_topic, kafka_source, Handover, KafkaError, KafkaSourceConfig, KafkaStats,
+};
+use wattflow::source::Rejection;
+use wattflow::Time;
+use wattflow_operators::{WindowAggregate, WindowConfig};
+
+/// Why a pipeline failed as a whole (bad records never fail a run: they are dead-lettered).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// Neither history inputs nor a Kafka topic were given.
+    #[error("no input: give at least one history --input or a Kafka --topic")]
+    NoInput,
+    /// Neither Parquet views nor Cassandra views were asked for.
+    #[error("no output: give --out (Parquet batch views) or --cassandra (speed views)")]
+    NoOutput,
+    /// A history input cannot be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Kafka could not be reached or the topic is missing.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// Cassandra could not be reached or the schema could not be created.
+    #[error(transparent)]
+    Cassandra(#[from] CassandraError),
+    /// Timely could not start its workers.
+    #[error("could not start the workers: {0}")]
+    Workers(String),
+    /// Writing the views or the dead-letter file failed.
+    #[error("writing the output failed: {}", .0.join("; "))]
+    Output(Vec<String>),
+}
+
+/// Live counters of a running pipeline, shared by every worker: read them from any thread.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// History source counters.
+    pub source: Arc<SourceStats>,
+    /// Records written to the dead-letter file (history refusals and duplicates).
+    pub rejected: Arc<AtomicU64>,
+    /// Kafka source counters.
+    pub kafka: Arc<KafkaStats>,
+    /// Speed-view write counters.
+    pub cassandra: Arc<CassandraStats>,
+    /// History readings the window operator refused (duplicates of a counted `(meter, ts)`).
+    pub history_duplicates: AtomicU64,
+    /// Kafka readings the window operator refused.
+    pub kafka_duplicates: AtomicU64,
+}
+
+/// What a history source did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HistorySummary {
+    /// Data rows read.
+    pub rows: u64,
+    /// Readings aggregated (duplicates excluded).
+    pub readings: u64,
+    /// Rows marked missing.
+    pub missing: u64,
+    /// Rows refused by the source.
+    pub rejected: u64,
+    /// Duplicates refused by the window operator.
+    pub duplicates: u64,
+    /// Readings at or after a fixed switch, left to the live source.
+    pub after_switch: u64,
+    /// Bytes of the files consumed.
+    pub bytes: u64,
+}
+
+/// What a Kafka source did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KafkaSummary {
+    /// Messages consumed.
+    pub messages: u64,
+    /// Readings emitted to the window operator.
+    pub readings: u64,
+    /// Messages refused (dead-lettered).
+    pub rejected: u64,
+    /// Readings before their meter's switch time (counted, not aggregated).
+    pub covered_by_history: u64,
+    /// Duplicates refused by the window operator.
+    pub duplicates: u64,
+    /// Dead letters the broker acknowledged.
+    pub dead_letters: u64,
+    /// When the last message was read, seconds from the start.
+    pub last_message_after_s: Option<f64>,
+}
+
+/// What the speed-view sink did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CassandraSummary {
+    /// Rows upserted.
+    pub rows_written: u64,
+    /// Changes merged into a row that was waiting.
+    pub changes_merged: u64,
+    /// Rows given up on a non-retryable error.
+    pub write_errors: u64,
+    /// When the last upsert was acknowledged, seconds from the start.
+    pub last_write_after_s: Option<f64>,
+}
+
+/// One batch view after the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ViewSummary {
+    /// `minute`, `hour` or `day`.
+    pub granularity: Granularity,
+    /// Windows written in this run.
+    pub windows_written: u64,
+    /// The view's manifest after the run.
+    pub manifest: Manifest,
+}
+
+/// Counts and timings of a finished pipeline; `--summary-json` writes it as JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    /// The history source, if there was one.
+    pub history: Option<HistorySummary>,
+    /// The Kafka source, if there was one.
+    pub kafka: Option<KafkaSummary>,
+    /// The speed views, if written.
+    pub cassandra: Option<CassandraSummary>,
+    /// The batch views, if written.
+    pub views: Vec<ViewSummary>,
+    /// Records written to the dead-letter file.
+    pub dead_letter_file_records: u64,
+    /// The dead-letter file, if any.
+    pub dead_letter_file: Option<PathBuf>,
+    /// Wall time, seconds.
+    pub elapsed_s: f64,
+}
+
+impl RunSummary {
+    /// Wall time.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_secs_f64(self.elapsed_s)
+    }
+
+    /// Writes the summary as pretty JSON to `path`.
+    pub fn write_json(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text + "\n")
+    }
+}
+
+/// Everything a worker needs to build its copy of the graph.
+struct Context {
+    history: Option<Arc<FileSourceConfig>>,
+    kafka: Option<Arc<KafkaSourceConfig>>,
+    parquet: Option<Arc<ParquetSinkConfig>>,
+    cassandra: Option<Arc<CassandraViews>>,
+    switch_at: SwitchAt,
+    progress: Arc<Progress>,
+    report: Arc<Mutex<SinkReport>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    dead_letter_file: Option<PathBuf>,
+    source_names: Arc<Vec<String>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Context {
+    fn error(&self, e: impl ToString) {
+        self.errors.lock().expect("errors lock").push(e.to_string());
+    }
+
+    /// Builds this worker's copy of the graph into `scope`.
+    fn build(&self, scope: Scope<'_, Time>) {
+        let durable = ProbeHandle::new();
+        let flow = ProbeHandle::new();
+        let mut readings: Option<VecCollection<'_, Time, Reading>> = None;
+        let mut rejected: Option<StreamVec<'_, Time, Rejection>> = None;
+        let mut handover = None;
+        if let Some(history) = &self.history {
+            let streams = file_source(
+                scope,
+                Arc::clone(history),
+                Arc::clone(&self.progress.source),
+                Arc::clone(&self.errors),
+                Some(flow.clone()),
+            );
+            readings = Some(streams.readings);
+            rejected = Some(streams.rejected);
+            if self.kafka.is_some() {
+                handover = Some(Handover {
+                    ends: streams.ends.broadcast(),
+                    rule: self.switch_at,
+                });
+            }
+        }
+        if let Some(kafka) = &self.kafka {
+            match kafka_source(
+                scope,
+                Arc::clone(kafka),
+                Arc::clone(&self.progress.kafka),
+                durable.clone(),
+                flow.clone(),
+                Arc::clone(&self.stop),
+                handover,
+            ) {
+                Ok(streams) => {
+                    readings = Some(match readings {
+                        Some(h) => h.concat(streams.readings),
+                        None => streams.readings,
+                    });
+                    // Refused messages are dead-lettered to the topic by the source itself.
+                }
+                Err(e) => {
+                    self.error(e);
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let Some(readings) = readings else { return };
+        let window = WindowConfig {
+            eager: self.kafka.is_some(),
+            ..WindowConfig::default()
+        };
+        let windows = readings.window_aggregate(&window);
+        let updates = windows.updates.inner.probe_with(&flow);
+        if let Some(views) = &self.cassandra {
+            let kafka_stats = Arc::clone(&self.progress.kafka);
+            cassandra_sink_paced(
+                updates.clone(),
+                Arc::clone(views),
+                Arc::clone(&self.progress.cassandra),
+                Arc::new(move || kafka_stats.backlogged()),
+            )
+            .probe_with(&durable);
+        }
+        if let Some(config) = &self.parquet {
+            parquet_sink(updates, Arc::clone(config), Arc::clone(&self.report));
+        }
+        let progress = Arc::clone(&self.progress);
+        let refused = windows.refused.map(move |(reading, reason)| {
+            let counter = match reading.origin.kafka_partition() {
+                Some(_) => &progress.kafka_duplicates,
+                None => &progress.history_duplicates,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Rejection {
+                origin: reading.origin,
+                reason,
+                record: render_reading(&reading),
+            }
+        });
+        let dead = match rejected {
+            Some(r) => r.concat(refused),
+            None => refused,
+        };
+        if let Some(path) = &self.dead_letter_file {
+            rejected_sink(
+                dead,
+                path.clone(),
+                Arc::clone(&self.source_names),
+                Arc::clone(&self.progress.rejected),
+                Arc::clone(&self.errors),
+            );
+        }
+    }
+}
+
+/// One pipeline over any mix of history inputs and one Kafka topic, into any mix of Parquet
+/// batch views and Cassandra speed views, all in one timely dataflow (see the module docs).
+///
+/// ```no_run
+/// use std::sync::{atomic::AtomicBool, Arc};
+/// use wattflow_pipelines::Pipeline;
+/// use wattflow::source::kafka::KafkaSourceConfig;
+/// use wattflow::sink::cassandra::CassandraSinkConfig;
+///
+/// let summary = Pipeline::new()
+///     .input("household_power_consumption.txt")
+///     .kafka(KafkaSourceConfig::new("127.0.0.1:9092", "readings", "wattflow"))
+///     .parquet("views/")
+///     .cassandra(CassandraSinkConfig::new("127.0.0.1:9042"))
+///     .workers(2)
+///     .run(Arc::new(AtomicBool::new(false)))?;
+/// println!("{summary:?}");
+/// # Ok::<(), wattflow_pipelines::PipelineError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    history: FileSourceConfig,
+    kafka: Option<KafkaSourceConfig>,
+    parquet: Option<ParquetSinkConfig>,
+    cassandra: Option<CassandraSinkConfig>,
+    dead_letter_file: Option<PathBuf>,
+    switch_at: SwitchAt,
+    workers: usize,
+    log_every: Option<Duration>,
+    progress: Arc<Progress>,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline::new()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline with no source and no sink yet.
+    pub fn new() -> Pipeline {
+        Pipeline::with_progress(Arc::new(Progress::default()))
+    }
+
+    /// [`Pipeline::new`], counting into `progress` (for a caller that watches it from the
+    /// start, as the CLI's progress bar does).
+    pub fn with_progress(progress: Arc<Progress>) -> Pipeline {
+        Pipeline {
+            history: FileSourceConfig::new(Vec::new()),
+            kafka: None,
+            parquet: None,
+            cassandra: None,
+            dead_letter_file: None,
+            switch_at: SwitchAt::Auto,
+            workers: 1,
+            log_every: None,
+            progress,
+        }
+    }
+
+    /// Adds a history input file (UCI text, gzip'd text, CSV or Parquet).
+    pub fn input(mut self, path: impl Into<PathBuf>) -> Pipeline {
+        self.history.inputs.push(path.into());
+        self
+    }
+
+    /// Replaces the history source's configuration (its inputs included).
+    pub fn history(mut self, config: FileSourceConfig) -> Pipeline {
+        self.history = config;
+        self
+    }
+
+    /// The history source's configuration, to adjust.
+    pub fn history_mut(&mut self) -> &mut FileSourceConfig {
+        &mut self.history
+    }
+
+    /// Follows a Kafka topic (after the history, if any).
+    pub fn kafka(mut self, config: KafkaSourceConfig) -> Pipeline {
+        self.kafka = Some(config);
+        self
+    }
+
+    /// Writes sealed windows as Parquet batch views under `out` (default settings).
+    pub fn parquet(self, out: impl Into<PathBuf>) -> Pipeline {
+        self.parquet_config(ParquetSinkConfig::new(out))
+    }
+
+    /// Writes sealed windows as Parquet batch views.
+    pub fn parquet_config(mut self, config: ParquetSinkConfig) -> Pipeline {
+        self.parquet = Some(config);
+        self
+    }
+
+    /// Upserts every change into the Cassandra speed views.
+    pub fn cassandra(mut self, config: CassandraSinkConfig) -> Pipeline {
+        self.cassandra = Some(config);
+        self
+    }
+
+    /// Where refused history records (and duplicates) are written; default
+    /// `<out>/rejected.csv` with Parquet views, else `rejected.csv` when there is history.
+    pub fn dead_letter_file(mut self, path: impl Into<PathBuf>) -> Pipeline {
+        self.dead_letter_file = Some(path.into());
+        self
+    }
+
+    /// Where the hand-over from history to Kafka happens (default: per meter, automatic).
+    pub fn switch_at(mut self, switch: SwitchAt) -> Pipeline {
+        self.switch_at = switch;
+        self
+    }
+
+    /// Timely worker threads (default 1).
+    pub fn workers(mut self, workers: usize) -> Pipeline {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Logs progress (`tracing` at info level) this often (default: never).
+    pub fn log_every(mut self, every: Duration) -> Pipeline {
+        self.log_every = Some(every);
+        self
+    }
+
+    /// The live counters, to watch the run from another thread.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
+    /// Runs the pipeline until its sources are exhausted (history read, and the Kafka source
+    /// idle for its `exit_when_idle`) or `stop` is raised, then writes the manifests.
+    pub fn run(self, stop: Arc<AtomicBool>) -> Result<RunSummary, PipelineError> {
+        let started = Instant::now();
+        let started_unix_us = wattflow::time::now_unix_us() as u64;
+        let has_history = !self.history.inputs.is_empty();
+        if !has_history && self.kafka.is_none() {
+            return Err(PipelineError::NoInput);
+        }
+        if self.parquet.is_none() && self.cassandra.is_none() {
+            return Err(PipelineError::NoOutput);
+        }
+        let mut history = self.history;
+        if let SwitchAt::At(t) = self.switch_at {
+            if self.kafka.is_some() {
+                history.switch_at = Some(t);
+            }
+        }
+        if has_history {
+            let total = check_inputs(&history)?;
+            self.progress
+                .source
+                .total_bytes
+                .store(total, Ordering::Relaxed);
+        }
+        if let Some(parquet) = &self.parquet {
+            std::fs::create_dir_all(&parquet.out).map_err(|e| {
+                PipelineError::Output(vec![format!("{}: {e}", parquet.out.display())])
+            })?;
+        }
+        let dead_letter_file = self
+            .dead_letter_file
+            .clone()
+            .or_else(|| match &self.parquet {
+                Some(p) => Some(p.out.join(REJECTED_FILE)),
+                None => has_history.then(|| PathBuf::from(REJECTED_FILE)),
+            });
+        if let Some(kafka) = &self.kafka {
+            // Fail before the history is read, not after.
+            check_topic(kafka)?;
+        }
+        let cassandra = match &self.cassandra {
+            Some(config) => Some(Arc::new(connect(config)?)),
+            None => None,
+        };
+        let source_names = Arc::new(
+            history
+                .inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        );
+        let context = Arc::new(Context {
+            history: has_history.then(|| Arc::new(history)),
+            kafka: self.kafka.map(Arc::new),
+            parquet: self.parquet.map(Arc::new),
+            cassandra,
+            switch_at: self.switch_at,
+            progress: Arc::clone(&self.progress),
+            report: Arc::new(Mutex::new(SinkReport::default())),
+            errors: Arc::new(Mutex::new(Vec::new())),
+            dead_letter_file: dead_letter_file.clone(),
+            source_names,
+            stop,
+        });
+
+        let done = Arc::new(AtomicBool::new(false));
+        let logger = self.log_every.map(|every| {
+            let (progress, done, stop) = (
+                Arc::clone(&self.progress),
+                Arc::clone(&done),
+                Arc::clone(&context.stop),
+            );
+            let kafka = context.kafka.is_some();
+            std::thread::spawn(move || log_progress(&progress, kafka, &done, &stop, every))
+        });
+        let result = {
+            let context = Arc::clone(&context);
+            timely::execute(timely::Config::process(self.workers), move |worker| {
+                let context = Arc::clone(&context);
+                worker.dataflow::<Time, _, _>(move |scope| context.build(scope));
+            })
+            .map_err(PipelineError::Workers)
+            .and_then(|guards| {
+                for r in guards.join() {
+                    r.map_err(PipelineError::Workers)?;
+                }
+                Ok(())
+            })
+        };
+        done.store(true, Ordering::Relaxed);
+        if let Some(logger) = logger {
+            logger.join().ok();
+        }
+        result?;
+
+        let mut errors = std::mem::take(&mut *context.errors.lock().expect("errors lock"));
+        let report = std::mem::take(&mut *context.report.lock().expect("report lock"));
+        errors.extend(report.errors);
+        if !errors.is_empty() {
+            return Err(PipelineError::Output(errors));
+        }
+        let mut views = Vec::new();
+        if let Some(parquet) = &context.parquet {
+            for g in Granularity::ALL {
+                let written = report.written.get(&g).cloned().unwrap_or_default();
+                let manifest = update_manifest(&parquet.out, g, &written)
+                    .map_err(|e| PipelineError::Output(vec![e]))?;
+                views.push(ViewSummary {
+                    granularity: g,
+                    windows_written: written.iter().map(|p| p.rows).sum(),
+                    manifest,
+                });
+            }
+        }
+        let p = &self.progress;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let after = |us: u64| (us > 0).then(|| us.saturating_sub(started_unix_us) as f64 / 1e6);
+        let history = context.history.as_ref().map(|_| {
+            let s = &p.source;
+            let duplicates = load(&p.history_duplicates);
+            HistorySummary {
+                rows: load(&s.rows),
+                readings: load(&s.readings).saturating_sub(duplicates),
+                missing: load(&s.missing),
+                rejected: load(&s.rejected),
+                duplicates,
+                after_switch: load(&s.after_switch),
+                bytes: load(&s.bytes),
+            }
+        });
+        let kafka = context.kafka.as_ref().map(|_| {
+            let k = &p.kafka;
+            let last = k.last_message_ms.load(Ordering::Relaxed);
+            KafkaSummary {
+                messages: load(&k.messages),
+                readings: load(&k.readings),
+                rejected: load(&k.rejected),
+                covered_by_history: load(&k.covered),
+                duplicates: load(&p.kafka_duplicates),
+                dead_letters: load(&k.dead_letters),
+                last_message_after_s: after(last.max(0) as u64 * 1000),
+            }
+        });
+        let cassandra = context.cassandra.as_ref().map(|_| {
+            let c = &p.cassandra;
+            CassandraSummary {
+                rows_written: load(&c.rows_written),
+                changes_merged: load(&c.coalesced),
+                write_errors: load(&c.write_errors),
+                last_write_after_s: after(load(&c.last_ack_unix_us)),
+            }
+        });
+        Ok(RunSummary {
+            history,
+            kafka,
+            cassandra,
+            views,
+            dead_letter_file_records: load(&p.rejected),
+            dead_letter_file,
+            elapsed_s: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+fn log_progress(
+    progress: &Progress,
+    kafka: bool,
+    done: &AtomicBool,
+    stop: &AtomicBool,
+    every: Duration,
+) {
+    let mut last = (Instant::now(), 0u64, 0u64);
+    while !done.load(Ordering::Relaxed) {
+        let wake = Instant::now() + every;
+        while Instant::now() < wake {
+            if done.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if done.load(Ordering::Relaxed) {
+            break;
+        }
+        let s = &progress.source;
+        let k = &progress.kafka;
+        let c = &progress.cassandra;
+        let rows = s.rows.load(Ordering::Relaxed);
+        let readings = k.readings.load(Ordering::Relaxed);
+        let secs = last.0.elapsed().as_secs_f64().max(1e-3);
+        let (rows_rate, kafka_rate) = (
+            (rows - last.1) as f64 / secs,
+            (readings - last.2) as f64 / secs,
+        );
+        last = (Instant::now(), rows, readings);
+        if kafka {
+            tracing::info!(
+                history_rows = rows,
+                readings,
+                readings_per_s = format!("{kafka_rate:.0}"),
+                watermark = wattflow::time::format_iso(k.watermark()),
+                behind_real_time = format!(
+                    "{:.1}s",
+                    k.behind_ms.load(Ordering::Relaxed) as f64 / 1000.0
+                ),
+                covered_by_history = k.covered.load(Ordering::Relaxed),
+                rejected = k.rejected.load(Ordering::Relaxed),
+                rows_written = c.rows_written.load(Ordering::Relaxed),
+                rows_waiting = c.queued.load(Ordering::Relaxed),
+                changes_merged = c.coalesced.load(Ordering::Relaxed),
+                "live"
+            );
+        } else {
+            tracing::info!(
+                rows,
+                rows_per_s = format!("{rows_rate:.0}"),
+                missing = s.missing.load(Ordering::Relaxed),
+                rejected = s.rejected.load(Ordering::Relaxed),
+                "history"
+            );
+        }
+    }
+}

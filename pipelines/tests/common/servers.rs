@@ -1,0 +1,140 @@
+//! Helpers for the tests against the REAL Kafka and the REAL Cassandra started by
+//! `scripts/services.sh up` (the test script exports `WATTFLOW_KAFKA` and `WATTFLOW_CASSANDRA`).
+//! Without them a test is skipped with a note, except under `CI=true`, where it fails.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::RwLock;
+use std::time::Duration;
+
+use wattflow::model::Granularity;
+use wattflow::sink::cassandra::{
+    connect, read_view, CassandraRow, CassandraSinkConfig, CassandraViews,
+};
+use wattflow::source::kafka::KafkaSourceConfig;
+use wattflow_pipelines::Replay;
+
+/// Servers restarted by one test must not be in use by the others at that moment.
+pub static SERVERS: RwLock<()> = RwLock::new(());
+
+pub struct Env {
+    pub kafka: String,
+    pub cassandra: String,
+}
+
+pub fn env() -> Option<Env> {
+    match (
+        std::env::var("WATTFLOW_KAFKA"),
+        std::env::var("WATTFLOW_CASSANDRA"),
+    ) {
+        (Ok(kafka), Ok(cassandra)) => Some(Env { kafka, cassandra }),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but WATTFLOW_KAFKA / WATTFLOW_CASSANDRA are not set: start scripts/services.sh up")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: set WATTFLOW_KAFKA and WATTFLOW_CASSANDRA (scripts/services.sh up)"
+            );
+            None
+        }
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+pub fn kafka_config(env: &Env, topic: &str) -> KafkaSourceConfig {
+    let mut config = KafkaSourceConfig::new(&env.kafka, topic, format!("{topic}-group"));
+    config.exit_when_idle = Some(Duration::from_secs(4));
+    config.idle_timeout = Duration::from_secs(2);
+    config
+}
+
+pub fn cassandra_config(env: &Env, keyspace: &str) -> CassandraSinkConfig {
+    let mut config = CassandraSinkConfig::new(&env.cassandra);
+    config.keyspace = keyspace.to_owned();
+    config
+}
+
+pub fn views(env: &Env, keyspace: &str) -> CassandraViews {
+    connect(&cassandra_config(env, keyspace)).expect("connect to cassandra")
+}
+
+pub fn drop_keyspace(views: &CassandraViews, keyspace: &str) {
+    views
+        .execute(&format!("DROP KEYSPACE IF EXISTS {keyspace}"))
+        .ok();
+}
+
+pub fn cassandra_rows(
+    views: &CassandraViews,
+    g: Granularity,
+    meters: &[String],
+    from: i64,
+    to: i64,
+) -> BTreeMap<(String, i64), CassandraRow> {
+    let mut out = BTreeMap::new();
+    for m in meters {
+        for row in read_view(views, g, m, from, to).expect("read view") {
+            out.insert((row.meter.clone(), row.window_start), row);
+        }
+    }
+    out
+}
+
+/// Replays `file` into the batch views with the history path, for comparison.
+pub fn parquet_views(file: &Path) -> tempfile::TempDir {
+    let out = tempfile::tempdir().unwrap();
+    Replay::new(out.path())
+        .input(file)
+        .workers(2)
+        .run()
+        .expect("replay");
+    out
+}
+
+pub fn assert_speed_equals_batch(env: &Env, keyspace: &str, batch: &Path, meter: &str) {
+    let v = views(env, keyspace);
+    for g in Granularity::ALL {
+        let parquet = super::read_view(batch, g.name());
+        let from = parquet.iter().map(|r| r.window_start).min().unwrap();
+        let to = parquet.iter().map(|r| r.window_start).max().unwrap() + 1;
+        let speed = cassandra_rows(&v, g, &[meter.to_string()], from, to);
+        assert_eq!(speed.len(), parquet.len(), "{g}: row counts differ");
+        for row in &parquet {
+            let s = speed
+                .get(&(row.meter.clone(), row.window_start))
+                .unwrap_or_else(|| panic!("{g}: window {} missing in Cassandra", row.window_start));
+            assert_eq!(s.samples, row.samples, "{g} {} samples", row.window_start);
+            for (i, m) in super::MEASURES.iter().enumerate() {
+                for (j, stat) in ["sum", "min", "max"].iter().enumerate() {
+                    let col = format!("{m}_{stat}");
+                    assert_eq!(
+                        s.values[&col],
+                        row.dec[i][j] as f64 / 1000.0,
+                        "{g} {} {col}",
+                        row.window_start
+                    );
+                }
+                assert_eq!(
+                    s.values[&format!("{m}_avg")],
+                    row.avg[i],
+                    "{g} {} {m}_avg",
+                    row.window_start
+                );
+            }
+            assert_eq!(s.values["active_energy_wh"], row.active_energy_wh);
+            assert_eq!(s.values["unmetered_wh"], row.unmetered_wh);
+            assert_eq!(
+                s.values.get("power_factor_avg").copied(),
+                row.power_factor_avg
+            );
+        }
+    }
+    drop_keyspace(&v, keyspace);
+}
