@@ -21,6 +21,7 @@
 pub mod format;
 pub mod generate;
 pub mod hash;
+pub mod metrics;
 pub mod model;
 #[cfg(feature = "kafka")]
 pub mod simulate;

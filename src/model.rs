@@ -306,6 +306,43 @@ pub enum RejectReason {
     Undecodable(String),
 }
 
+impl RejectReason {
+    /// Every [`RejectReason::kind`], for metrics labels.
+    pub const KINDS: [&'static str; 12] = [
+        "field_count",
+        "bad_number",
+        "bad_timestamp",
+        "partially_missing",
+        "negative",
+        "absurd",
+        "bad_interval",
+        "bad_meter",
+        "duplicate",
+        "too_late",
+        "from_the_future",
+        "undecodable",
+    ];
+
+    /// A short, stable name of the reason's kind (`too_late`, `duplicate`, ...), the
+    /// `reason` label of `wattflow_rejected_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RejectReason::FieldCount { .. } => "field_count",
+            RejectReason::BadNumber { .. } => "bad_number",
+            RejectReason::BadTimestamp { .. } => "bad_timestamp",
+            RejectReason::PartiallyMissing => "partially_missing",
+            RejectReason::Negative { .. } => "negative",
+            RejectReason::Absurd { .. } => "absurd",
+            RejectReason::BadInterval(_) => "bad_interval",
+            RejectReason::BadMeter(_) => "bad_meter",
+            RejectReason::Duplicate { .. } => "duplicate",
+            RejectReason::TooLate { .. } => "too_late",
+            RejectReason::FromTheFuture { .. } => "from_the_future",
+            RejectReason::Undecodable(_) => "undecodable",
+        }
+    }
+}
+
 fn thousandths_text(v: i64) -> String {
     let mut out = String::with_capacity(16);
     write_thousandths(&mut out, v);
@@ -387,6 +424,7 @@ impl Reading {
 
 /// Window granularities: calendar minute, hour and day of the data's naive local time.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Granularity {
     /// One minute.
     Minute,

@@ -2,6 +2,6 @@
 
 #[cfg(feature = "cassandra")]
 pub mod cassandra;
+pub mod dead_letter;
 #[cfg(feature = "parquet")]
 pub mod parquet;
-pub mod rejected;

@@ -26,8 +26,25 @@ pub struct Rejection {
     pub origin: Origin,
     /// Why it was refused.
     pub reason: RejectReason,
-    /// The record as it was (text line, rendered row), shortened when very long.
+    /// The record as it was (text line, rendered row, message), shortened when very long.
     pub record: String,
+    /// The size of the original record in bytes, when `record` is shorter (0: `record` is all).
+    pub bytes: u64,
+    /// The key of a refused Kafka message.
+    pub key: Option<Vec<u8>>,
+}
+
+impl Rejection {
+    /// A refusal of `record` (kept whole) for `reason`.
+    pub fn new(origin: Origin, reason: RejectReason, record: String) -> Rejection {
+        Rejection {
+            origin,
+            reason,
+            record,
+            bytes: 0,
+            key: None,
+        }
+    }
 }
 
 /// A source's output of readings, as differential updates.

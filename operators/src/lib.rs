@@ -9,5 +9,5 @@ pub mod window;
 
 pub use window::{
     meter_day_hash, window_aggregate_core, Readings, Refusals, Time, UpdateStream, WindowAggregate,
-    WindowConfig, WindowUpdates, Windows,
+    WindowConfig, WindowStats, WindowUpdates, Windows,
 };

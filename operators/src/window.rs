@@ -43,6 +43,8 @@
 //! without eagerness; only more, earlier updates flow.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use differential_dataflow::collection::vec::Collection as VecCollection;
 use differential_dataflow::AsCollection;
@@ -73,8 +75,17 @@ type Stashed = (Capability<Time>, Capability<Time>, Vec<(Reading, isize)>);
 /// Readings the operator refused, with the reason.
 pub type Refusals<'scope> = StreamVec<'scope, Time, (Reading, RejectReason)>;
 
+/// Counters of the window operator, shared by every worker (read them from any thread).
+#[derive(Debug, Default)]
+pub struct WindowStats {
+    /// Windows sealed and released, by [`Granularity`] index (minute, hour, day).
+    pub sealed: [AtomicU64; 3],
+    /// Windows open right now, by granularity index, summed over the workers.
+    pub open: [AtomicI64; 3],
+}
+
 /// Which windows to compute, and when.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct WindowConfig {
     /// Granularities whose windows are emitted. Duplicates are detected whatever this holds.
     pub granularities: Vec<Granularity>,
@@ -82,6 +93,8 @@ pub struct WindowConfig {
     /// instead of waiting for the frontier to pass it (see "Eager folding" in the module
     /// docs). For live sources, whose frontier moves only when event time does; off by default.
     pub eager: bool,
+    /// Where to count sealed and open windows (`None`: not counted).
+    pub stats: Option<Arc<WindowStats>>,
 }
 
 impl Default for WindowConfig {
@@ -89,6 +102,7 @@ impl Default for WindowConfig {
         WindowConfig {
             granularities: Granularity::ALL.to_vec(),
             eager: false,
+            stats: None,
         }
     }
 }
@@ -322,9 +336,10 @@ impl Level {
     }
 
     /// Drops the windows at the front that end at or before `frontier` (`None`: the input is
-    /// complete, drop everything).
-    fn seal(&mut self, frontier: Option<Time>) {
+    /// complete, drop everything); returns how many.
+    fn seal(&mut self, frontier: Option<Time>) -> u64 {
         let len = self.granularity.len_ms();
+        let before = self.base;
         while let Some(front) = self.windows.front() {
             if let Some(f) = frontier {
                 if front.key.1 + len > f as i64 {
@@ -335,6 +350,7 @@ impl Level {
             self.windows.pop_front();
             self.base += 1;
         }
+        self.base - before
     }
 
     /// Windows currently held.
@@ -427,6 +443,8 @@ pub fn window_aggregate_core<'scope>(
         // Readings by time, with capabilities for both outputs at that time.
         let mut stash: BTreeMap<Time, Stashed> = BTreeMap::new();
         let mut refused_buf = Vec::new();
+        // This worker's share of `stats.open`, as last added.
+        let mut reported_open = [0i64; 3];
         move |frontiers| {
             input.for_each_stamp(|cap, data| {
                 for container in data {
@@ -467,8 +485,16 @@ pub fn window_aggregate_core<'scope>(
                 }
             }
             let sealed_up_to = frontier.first().copied();
-            for level in state.levels.iter_mut() {
-                level.seal(sealed_up_to);
+            for (g, level) in state.levels.iter_mut().enumerate() {
+                let sealed = level.seal(sealed_up_to);
+                if let Some(stats) = &config.stats {
+                    if sealed > 0 {
+                        stats.sealed[g].fetch_add(sealed, Ordering::Relaxed);
+                    }
+                    let open = level.windows.len() as i64;
+                    stats.open[g].fetch_add(open - reported_open[g], Ordering::Relaxed);
+                    reported_open[g] = open;
+                }
             }
         }
     });
@@ -525,7 +551,7 @@ mod tests {
         assert_eq!(hour_a.0 .1.samples, 2);
         assert_eq!(hour_a.0 .1.measures[0].sum, 6);
         // Minute windows end at 60 s and 120 s: sealing at 60 s drops only the first ones.
-        st.levels[0].seal(Some(60_000));
+        assert_eq!(st.levels[0].seal(Some(60_000)), 2);
         assert_eq!(st.levels[0].open_count(), 1);
         st.levels[0].seal(None);
         assert_eq!(st.levels[0].open_count(), 0);

@@ -42,18 +42,23 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::vec::Collection as VecCollection;
 use serde::Serialize;
-use timely::dataflow::operators::core::{Concat, Map, Probe};
+use timely::dataflow::operators::core::{Concat, Inspect, Map, Probe};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use wattflow::format::json::render_message;
+use wattflow::metrics::RejectCounts;
 use wattflow::model::{Granularity, Reading};
 use wattflow::sink::cassandra::{
     cassandra_sink_paced, connect, CassandraError, CassandraSinkConfig, CassandraStats,
     CassandraViews,
 };
-use wattflow::sink::parquet::{
-    parquet_sink, update_manifest, Manifest, ParquetSinkConfig, SinkReport,
+use wattflow::sink::dead_letter::{
+    dead_letter_sink, DeadLetterConfig, DeadLetterStats, KafkaDeadLetters, REJECTED_FILE,
 };
-use wattflow::sink::rejected::{rejected_sink, REJECTED_FILE};
+use wattflow::sink::parquet::{
+    clean_debris, parquet_sink, update_manifest, Manifest, ParquetSinkConfig, ParquetStats,
+    SinkReport,
+};
 use wattflow::source::file::{
     check_inputs, file_source, render_reading, FileSourceConfig, SourceError, SourceStats,
 };
@@ -63,7 +68,7 @@ use wattflow::source::kafka::{
 };
 use wattflow::source::Rejection;
 use wattflow::Time;
-use wattflow_operators::{WindowAggregate, WindowConfig};
+use wattflow_operators::{WindowAggregate, WindowConfig, WindowStats};
 
 /// Why a pipeline failed as a whole (bad records never fail a run: they are dead-lettered).
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +92,9 @@ pub enum PipelineError {
     /// Timely could not start its workers.
     #[error("could not start the workers: {0}")]
     Workers(String),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// Writing the views or the dead-letter file failed.
     #[error("writing the output failed: {}", .0.join("; "))]
     Output(Vec<String>),
@@ -97,8 +105,8 @@ pub enum PipelineError {
 pub struct Progress {
     /// History source counters.
     pub source: Arc<SourceStats>,
-    /// Records written to the dead-letter file (history refusals and duplicates).
-    pub rejected: Arc<AtomicU64>,
+    /// The dead-letter path: file records, letters delivered and pending.
+    pub dead_letters: Arc<DeadLetterStats>,
     /// Kafka source counters.
     pub kafka: Arc<KafkaStats>,
     /// Speed-view write counters.
@@ -107,6 +115,26 @@ pub struct Progress {
     pub history_duplicates: AtomicU64,
     /// Kafka readings the window operator refused.
     pub kafka_duplicates: AtomicU64,
+    /// Every refusal of every source and of the window operator, by reason.
+    pub rejections: Arc<RejectCounts>,
+    /// Sealed and open windows.
+    pub windows: Arc<WindowStats>,
+    /// Parquet files written.
+    pub parquet: Arc<ParquetStats>,
+}
+
+impl Progress {
+    /// The graph's event-time watermark as far as the sources have published it: Kafka's once
+    /// it reads, else the history's (`None` before either started).
+    pub fn watermark_ms(&self) -> Option<i64> {
+        let kafka = self.kafka.watermark();
+        let history = self.source.watermark.load(Ordering::Relaxed);
+        if kafka > 0 {
+            Some(kafka)
+        } else {
+            (history != i64::MIN).then_some(history)
+        }
+    }
 }
 
 /// What a history source did.
@@ -213,14 +241,22 @@ struct Context {
     progress: Arc<Progress>,
     report: Arc<Mutex<SinkReport>>,
     errors: Arc<Mutex<Vec<String>>>,
-    dead_letter_file: Option<PathBuf>,
-    source_names: Arc<Vec<String>>,
+    dead_letters: Arc<DeadLetterConfig>,
     stop: Arc<AtomicBool>,
 }
 
 impl Context {
     fn error(&self, e: impl ToString) {
         self.errors.lock().expect("errors lock").push(e.to_string());
+    }
+
+    /// Counts the refusals passing by, by reason.
+    fn count_rejections<'scope>(
+        &self,
+        rejected: StreamVec<'scope, Time, Rejection>,
+    ) -> StreamVec<'scope, Time, Rejection> {
+        let counts = Arc::clone(&self.progress.rejections);
+        rejected.inspect(move |r| counts.count(&r.reason))
     }
 
     /// Builds this worker's copy of the graph into `scope`.
@@ -230,6 +266,7 @@ impl Context {
         let mut readings: Option<VecCollection<'_, Time, Reading>> = None;
         let mut rejected: Option<StreamVec<'_, Time, Rejection>> = None;
         let mut handover = None;
+        let mut kafka_rejected = None;
         if let Some(history) = &self.history {
             let streams = file_source(
                 scope,
@@ -239,7 +276,7 @@ impl Context {
                 Some(flow.clone()),
             );
             readings = Some(streams.readings);
-            rejected = Some(streams.rejected);
+            rejected = Some(self.count_rejections(streams.rejected));
             if self.kafka.is_some() {
                 handover = Some(Handover {
                     ends: streams.ends.broadcast(),
@@ -262,7 +299,7 @@ impl Context {
                         Some(h) => h.concat(streams.readings),
                         None => streams.readings,
                     });
-                    // Refused messages are dead-lettered to the topic by the source itself.
+                    kafka_rejected = Some(self.count_rejections(streams.rejected));
                 }
                 Err(e) => {
                     self.error(e);
@@ -273,6 +310,7 @@ impl Context {
         let Some(readings) = readings else { return };
         let window = WindowConfig {
             eager: self.kafka.is_some(),
+            stats: Some(Arc::clone(&self.progress.windows)),
             ..WindowConfig::default()
         };
         let windows = readings.window_aggregate(&window);
@@ -288,34 +326,47 @@ impl Context {
             .probe_with(&durable);
         }
         if let Some(config) = &self.parquet {
-            parquet_sink(updates, Arc::clone(config), Arc::clone(&self.report));
+            parquet_sink(
+                updates,
+                Arc::clone(config),
+                Arc::clone(&self.report),
+                Arc::clone(&self.progress.parquet),
+            )
+            .probe_with(&durable);
         }
         let progress = Arc::clone(&self.progress);
         let refused = windows.refused.map(move |(reading, reason)| {
-            let counter = match reading.origin.kafka_partition() {
-                Some(_) => &progress.kafka_duplicates,
-                None => &progress.history_duplicates,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-            Rejection {
-                origin: reading.origin,
-                reason,
-                record: render_reading(&reading),
+            progress.rejections.count(&reason);
+            match reading.origin.kafka_partition() {
+                // A live reading is dead-lettered as the message it came in.
+                Some(_) => {
+                    progress.kafka_duplicates.fetch_add(1, Ordering::Relaxed);
+                    let mut r = Rejection::new(reading.origin, reason, render_message(&reading));
+                    r.key = Some(reading.meter.as_str().as_bytes().to_vec());
+                    r
+                }
+                None => {
+                    progress.history_duplicates.fetch_add(1, Ordering::Relaxed);
+                    Rejection::new(reading.origin, reason, render_reading(&reading))
+                }
             }
         });
-        let dead = match rejected {
+        let mut dead = match rejected {
             Some(r) => r.concat(refused),
             None => refused,
         };
-        if let Some(path) = &self.dead_letter_file {
-            rejected_sink(
-                dead,
-                path.clone(),
-                Arc::clone(&self.source_names),
-                Arc::clone(&self.progress.rejected),
-                Arc::clone(&self.errors),
-            );
+        if let Some(kafka) = kafka_rejected {
+            dead = dead.concat(kafka);
         }
+        dead_letter_sink(
+            dead,
+            Arc::clone(&self.dead_letters),
+            Arc::clone(&self.progress.dead_letters),
+            Arc::clone(&self.errors),
+            Arc::clone(&self.stop),
+            Arc::clone(&self.progress.kafka.hold_commits),
+        )
+        .probe_with(&durable);
     }
 }
 
@@ -348,6 +399,7 @@ pub struct Pipeline {
     switch_at: SwitchAt,
     workers: usize,
     log_every: Option<Duration>,
+    metrics_listen: Option<String>,
     progress: Arc<Progress>,
 }
 
@@ -375,6 +427,7 @@ impl Pipeline {
             switch_at: SwitchAt::Auto,
             workers: 1,
             log_every: None,
+            metrics_listen: None,
             progress,
         }
     }
@@ -444,6 +497,13 @@ impl Pipeline {
         self
     }
 
+    /// Serves Prometheus metrics at `http://addr/metrics` while the pipeline runs (see
+    /// [`crate::metrics`]).
+    pub fn metrics_listen(mut self, addr: impl Into<String>) -> Pipeline {
+        self.metrics_listen = Some(addr.into());
+        self
+    }
+
     /// The live counters, to watch the run from another thread.
     pub fn progress(&self) -> Arc<Progress> {
         Arc::clone(&self.progress)
@@ -475,9 +535,18 @@ impl Pipeline {
                 .store(total, Ordering::Relaxed);
         }
         if let Some(parquet) = &self.parquet {
-            std::fs::create_dir_all(&parquet.out).map_err(|e| {
-                PipelineError::Output(vec![format!("{}: {e}", parquet.out.display())])
-            })?;
+            let out = &parquet.out;
+            let io =
+                |e: std::io::Error| PipelineError::Output(vec![format!("{}: {e}", out.display())]);
+            std::fs::create_dir_all(out).map_err(io)?;
+            // Temporaries a killed run left behind.
+            let removed = clean_debris(out).map_err(io)?;
+            if removed > 0 {
+                tracing::info!(
+                    "removed {removed} temporary file(s) a previous run left in {}",
+                    out.display()
+                );
+            }
         }
         let dead_letter_file = self
             .dead_letter_file
@@ -494,13 +563,31 @@ impl Pipeline {
             Some(config) => Some(Arc::new(connect(config)?)),
             None => None,
         };
-        let source_names = Arc::new(
-            history
+        let _metrics = match &self.metrics_listen {
+            Some(addr) => {
+                let server = crate::metrics::serve(addr, Arc::clone(&self.progress))?;
+                tracing::info!("metrics at http://{}/metrics", server.addr());
+                Some(server)
+            }
+            None => None,
+        };
+        let dead_letters = Arc::new(DeadLetterConfig {
+            file: dead_letter_file.clone(),
+            sources: history
                 .inputs
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
-        );
+            kafka: self.kafka.as_ref().and_then(|k| {
+                k.dead_letter_topic.as_ref().map(|topic| KafkaDeadLetters {
+                    brokers: k.brokers.clone(),
+                    source_topic: k.topic.clone(),
+                    topic: topic.clone(),
+                    properties: k.properties.clone(),
+                })
+            }),
+            ..DeadLetterConfig::new()
+        });
         let context = Arc::new(Context {
             history: has_history.then(|| Arc::new(history)),
             kafka: self.kafka.map(Arc::new),
@@ -510,8 +597,7 @@ impl Pipeline {
             progress: Arc::clone(&self.progress),
             report: Arc::new(Mutex::new(SinkReport::default())),
             errors: Arc::new(Mutex::new(Vec::new())),
-            dead_letter_file: dead_letter_file.clone(),
-            source_names,
+            dead_letters,
             stop,
         });
 
@@ -589,7 +675,7 @@ impl Pipeline {
                 rejected: load(&k.rejected),
                 covered_by_history: load(&k.covered),
                 duplicates: load(&p.kafka_duplicates),
-                dead_letters: load(&k.dead_letters),
+                dead_letters: load(&p.dead_letters.letters),
                 last_message_after_s: after(last.max(0) as u64 * 1000),
             }
         });
@@ -607,7 +693,7 @@ impl Pipeline {
             kafka,
             cassandra,
             views,
-            dead_letter_file_records: load(&p.rejected),
+            dead_letter_file_records: load(&p.dead_letters.file_records),
             dead_letter_file,
             elapsed_s: started.elapsed().as_secs_f64(),
         })

@@ -7,8 +7,10 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod config;
 pub mod graph;
 pub mod live;
+pub mod metrics;
 pub mod replay;
 
 pub use graph::{Pipeline, PipelineError, Progress, RunSummary};

@@ -169,7 +169,10 @@ impl Replay {
         if self.source.inputs.is_empty() {
             return Err(PipelineError::NoInput);
         }
-        let rejected_file = self.sink.out.join(wattflow::sink::rejected::REJECTED_FILE);
+        let rejected_file = self
+            .sink
+            .out
+            .join(wattflow::sink::dead_letter::REJECTED_FILE);
         let run = self.pipeline().run(Arc::new(AtomicBool::new(false)))?;
         Ok(ReplaySummary::from_run(run, rejected_file))
     }

@@ -178,6 +178,10 @@ pub struct CassandraSinkConfig {
     pub keyspace: String,
     /// Replication map of the keyspace when it has to be created, as CQL map text.
     pub replication: String,
+    /// User for password authentication (`None`: no authentication).
+    pub username: Option<String>,
+    /// Password for `username`; shown as `***` by `Debug`.
+    pub password: Option<Secret>,
     /// Time to live of minute rows (hour and day rows are kept forever); whole seconds,
     /// at least one, at most [`MAX_TTL_S`].
     #[serde(with = "opt_duration_ms")]
@@ -227,6 +231,8 @@ impl Default for CassandraSinkConfig {
             contact_points: vec![DEFAULT_CONTACT_POINT.to_owned()],
             keyspace: DEFAULT_KEYSPACE.to_owned(),
             replication: DEFAULT_REPLICATION.to_owned(),
+            username: None,
+            password: None,
             minute_ttl: DEFAULT_MINUTE_TTL,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             batch_rows: DEFAULT_BATCH_ROWS,
@@ -303,6 +309,29 @@ impl CassandraSinkConfig {
             return bad("runtime_threads must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+/// A secret (a password): kept as given, shown as `***` by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
     }
 }
 
@@ -396,6 +425,8 @@ pub struct CassandraStats {
     pub queued: AtomicU64,
     /// Wall clock of the latest acknowledged upsert, µs since the Unix epoch (0: none yet).
     pub last_ack_unix_us: AtomicU64,
+    /// Time from a request's first attempt to its acknowledgement.
+    pub write_seconds: crate::metrics::Histogram,
 }
 
 impl CassandraStats {
@@ -752,7 +783,12 @@ async fn open(config: &CassandraSinkConfig) -> Result<Shared, CassandraError> {
         .request_timeout(Some(config.request_timeout))
         .build()
         .into_handle();
-    let builder = SessionBuilder::new()
+    let mut builder = SessionBuilder::new();
+    if let Some(user) = &config.username {
+        let password = config.password.as_ref().map_or("", |p| p.expose());
+        builder = builder.user(user, password);
+    }
+    let builder = builder
         .known_nodes(&config.contact_points)
         .connection_timeout(config.connect_timeout)
         .default_execution_profile_handle(profile);
@@ -1069,6 +1105,7 @@ async fn write_rows(
     let rows = write.rows.len() as u64;
     let mut delay = shared.retry_initial;
     let mut attempt = 0u32;
+    let started = Instant::now();
     loop {
         let result = match (&batch.statements[..], &values[..]) {
             ([BatchStatement::PreparedStatement(statement)], [row]) => shared
@@ -1080,6 +1117,7 @@ async fn write_rows(
         };
         match result {
             Ok(()) => {
+                stats.write_seconds.observe(started.elapsed());
                 stats.rows_written.fetch_add(rows, Ordering::Relaxed);
                 stats
                     .last_ack_unix_us

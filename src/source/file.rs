@@ -83,7 +83,7 @@ impl FileSourceConfig {
 }
 
 /// Counters of a replay, shared by all workers of the process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SourceStats {
     /// Data rows read (valid, missing and rejected).
     pub rows: AtomicU64,
@@ -101,6 +101,23 @@ pub struct SourceStats {
     pub bytes: AtomicU64,
     /// Total size of the input files, for progress bars.
     pub total_bytes: AtomicU64,
+    /// The watermark (ms) of the most advanced worker (`i64::MIN` before the first chunk).
+    pub watermark: std::sync::atomic::AtomicI64,
+}
+
+impl Default for SourceStats {
+    fn default() -> Self {
+        SourceStats {
+            rows: AtomicU64::new(0),
+            readings: AtomicU64::new(0),
+            missing: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            after_switch: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            total_bytes: AtomicU64::new(0),
+            watermark: std::sync::atomic::AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 impl SourceStats {
@@ -166,11 +183,10 @@ impl Chunk {
             Line::Blank => return,
             Line::Reading(r) => self.readings.push(r),
             Line::Missing => self.missing += 1,
-            Line::Rejected(reason) => self.rejected.push(Rejection {
-                origin,
-                reason,
-                record: record_text(raw),
-            }),
+            Line::Rejected(reason) => {
+                self.rejected
+                    .push(Rejection::new(origin, reason, record_text(raw)))
+            }
         }
         self.rows += 1;
     }
@@ -713,14 +729,14 @@ pub fn file_source<'scope>(
                             }
                             let watermark = state.max_ts.saturating_sub(config.lateness_ms);
                             if r.ts < watermark.max(state.watermark) {
-                                chunk.rejected.push(Rejection {
-                                    origin: r.origin,
-                                    reason: RejectReason::TooLate {
+                                chunk.rejected.push(Rejection::new(
+                                    r.origin,
+                                    RejectReason::TooLate {
                                         ts: format_iso(r.ts),
                                         watermark: format_iso(watermark.max(state.watermark)),
                                     },
-                                    record: render_reading(&r),
-                                });
+                                    render_reading(&r),
+                                ));
                                 continue;
                             }
                             state.max_ts = state.max_ts.max(r.ts);
@@ -769,6 +785,7 @@ pub fn file_source<'scope>(
                 return;
             }
             let low = inputs.iter().map(|s| s.watermark).min().unwrap_or(0).max(0) as Time;
+            stats.watermark.fetch_max(low as i64, Ordering::Relaxed);
             for cap in current.iter_mut() {
                 if *cap.time() < low {
                     cap.downgrade(&low);

@@ -1,0 +1,145 @@
+//! Where windows go and how a file is laid out: Hive partitions, the Arrow schema of the
+//! batch view contract, record batches and writer settings.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{Decimal128Builder, Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch, TimestampMillisecondArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+
+use crate::model::{Aggregate, Granularity, Measure, WindowKey};
+use crate::time;
+
+/// Hive partition of a window: `(first instant, end)`.
+pub fn partition_bounds(granularity: Granularity, start: i64) -> (i64, i64) {
+    match granularity {
+        Granularity::Minute => time::month_bounds(start),
+        Granularity::Hour | Granularity::Day => time::year_bounds(start),
+    }
+}
+
+/// Hive partition of a window: `(first instant, end, folder name)`.
+pub fn partition_of(granularity: Granularity, start: i64) -> (i64, i64, String) {
+    let (a, b) = partition_bounds(granularity, start);
+    let name = match granularity {
+        Granularity::Minute => format!("month={}", &time::format_date(a)[..7]),
+        Granularity::Hour | Granularity::Day => format!("year={}", &time::format_date(a)[..4]),
+    };
+    (a, b, name)
+}
+
+/// The Arrow schema of the views.
+pub fn view_schema() -> SchemaRef {
+    let mut fields = vec![
+        Field::new("meter", DataType::Utf8, false),
+        Field::new(
+            "window_start",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ),
+        Field::new("samples", DataType::Int64, false),
+        Field::new("covered_seconds", DataType::Int64, false),
+    ];
+    for m in Measure::ALL {
+        for stat in ["sum", "min", "max"] {
+            fields.push(Field::new(
+                format!("{}_{stat}", m.name()),
+                DataType::Decimal128(18, 3),
+                false,
+            ));
+        }
+        fields.push(Field::new(
+            format!("{}_avg", m.name()),
+            DataType::Float64,
+            false,
+        ));
+    }
+    fields.push(Field::new("active_energy_wh", DataType::Float64, false));
+    fields.push(Field::new("unmetered_wh", DataType::Float64, false));
+    fields.push(Field::new("power_factor_avg", DataType::Float64, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// Builds a record batch of view rows, in the given order.
+pub fn view_batch(
+    rows: &[(WindowKey, &Aggregate)],
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    let n = rows.len();
+    let mut meter = StringBuilder::with_capacity(n, n * 12);
+    let mut starts = Vec::with_capacity(n);
+    let mut samples = Int64Builder::with_capacity(n);
+    let mut covered = Int64Builder::with_capacity(n);
+    let mut sums: Vec<[Vec<i128>; 3]> = (0..Measure::ALL.len())
+        .map(|_| {
+            [
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            ]
+        })
+        .collect();
+    let mut avgs: Vec<Float64Builder> = (0..Measure::ALL.len())
+        .map(|_| Float64Builder::with_capacity(n))
+        .collect();
+    let mut energy = Float64Builder::with_capacity(n);
+    let mut unmetered = Float64Builder::with_capacity(n);
+    let mut pf = Float64Builder::with_capacity(n);
+    for (key, agg) in rows {
+        let f = agg.finish();
+        meter.append_value(key.meter.as_str());
+        starts.push(key.start);
+        samples.append_value(f.samples as i64);
+        covered.append_value(f.covered_s as i64);
+        for (i, fm) in f.measures.iter().enumerate() {
+            sums[i][0].push(fm.sum as i128);
+            sums[i][1].push(fm.min as i128);
+            sums[i][2].push(fm.max as i128);
+            avgs[i].append_value(fm.avg);
+        }
+        energy.append_value(f.active_energy_wh);
+        unmetered.append_value(f.unmetered_wh);
+        pf.append_option(f.power_factor_avg);
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(meter.finish()),
+        Arc::new(TimestampMillisecondArray::from(starts)),
+        Arc::new(samples.finish()),
+        Arc::new(covered.finish()),
+    ];
+    for (stats, mut avg) in sums.into_iter().zip(avgs) {
+        for values in stats {
+            let mut b = Decimal128Builder::with_capacity(n).with_precision_and_scale(18, 3)?;
+            b.append_slice(&values);
+            columns.push(Arc::new(b.finish()));
+        }
+        columns.push(Arc::new(avg.finish()));
+    }
+    columns.push(Arc::new(energy.finish()));
+    columns.push(Arc::new(unmetered.finish()));
+    columns.push(Arc::new(pf.finish()));
+    RecordBatch::try_new(view_schema(), columns)
+}
+
+/// Writer settings: timestamps and counts delta-encoded (near zero bits a row); dictionary only
+/// for `meter`. (Measured on the UCI minute view: delta-encoding the decimals or
+/// byte-stream-splitting the doubles made the files larger and no faster.)
+pub(super) fn writer_properties(zstd_level: i32) -> Result<WriterProperties, String> {
+    let level = ZstdLevel::try_new(zstd_level).map_err(|e| e.to_string())?;
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_dictionary_enabled(false)
+        .set_column_dictionary_enabled(ColumnPath::from("meter"), true)
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(None);
+    for field in view_schema().fields() {
+        let encoding = match field.data_type() {
+            DataType::Int64 | DataType::Timestamp(_, _) => Encoding::DELTA_BINARY_PACKED,
+            _ => continue,
+        };
+        props = props.set_column_encoding(ColumnPath::from(field.name().as_str()), encoding);
+    }
+    Ok(props.build())
+}

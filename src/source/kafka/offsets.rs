@@ -1,0 +1,102 @@
+//! Offsets: where each partition starts, what a restart must read again, and retrying the
+//! requests a fresh or busy cluster refuses for a moment.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError as RdKafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::topic_partition_list::Offset;
+
+use crate::Time;
+
+/// Whether a broker error is one a retry can outlive: the group coordinator is still loading
+/// or has moved (a fresh cluster creates `__consumer_offsets` on the first group request and
+/// answers `NOT_COORDINATOR` meanwhile), a partition leader is being elected, or a request
+/// timed out.
+pub fn is_transient(error: &RdKafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotCoordinator
+                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                | RDKafkaErrorCode::CoordinatorNotAvailable
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+        )
+    )
+}
+
+/// Runs `request` (given the time it may still take) again after transient errors
+/// ([`is_transient`]), backing off from 50 ms to 1 s, until it succeeds, fails for good, or
+/// `budget` is spent; the last error is returned then.
+pub fn retry_transient<T>(
+    budget: Duration,
+    mut request: impl FnMut(Duration) -> KafkaResult<T>,
+) -> KafkaResult<T> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = budget
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(100));
+        match request(left) {
+            Err(e) if is_transient(&e) && start.elapsed() + pause < budget => {
+                tracing::debug!("Kafka request failed ({e}); retrying in {pause:?}");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// One partition a worker reads.
+pub(super) struct PartitionState {
+    pub(super) partition: i32,
+    /// Largest event time delivered.
+    pub(super) max_ts: i64,
+    /// `max(restart floor, max_ts - lateness)`.
+    pub(super) watermark: i64,
+    /// When the last message (or the start) was seen.
+    pub(super) last_message: Instant,
+    /// Reached the end of the partition since its last message.
+    pub(super) eof: bool,
+    /// Counted idle at the last full drain of the queue.
+    pub(super) idle: bool,
+    /// Offset of the next message to read, once one was read.
+    pub(super) next_offset: Option<i64>,
+    /// First offset of a delivered reading, per day start (ms), for days not yet final.
+    pub(super) days: BTreeMap<i64, i64>,
+    /// Refused messages not yet known durable (their dead letter): `(emit time, offset)`.
+    pub(super) refused: VecDeque<(Time, i64)>,
+    /// Last committed `(offset, floor)`.
+    pub(super) committed: Option<(i64, i64)>,
+}
+
+impl PartitionState {
+    /// A partition starting at `offset`, refusing readings before `floor` (restart floor).
+    pub(super) fn new(partition: i32, offset: Offset, floor: i64, now: Instant) -> PartitionState {
+        let start = match offset {
+            Offset::Offset(n) => Some(n),
+            _ => None,
+        };
+        PartitionState {
+            partition,
+            max_ts: i64::MIN,
+            watermark: floor,
+            last_message: now,
+            eof: false,
+            idle: false,
+            next_offset: start,
+            days: BTreeMap::new(),
+            refused: VecDeque::new(),
+            // A resumed partition need not commit again what it was resumed from.
+            committed: start.filter(|_| floor != i64::MIN).map(|n| (n, floor)),
+        }
+    }
+}
