@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::collection::vec::Collection as VecCollection;
 use serde::Serialize;
-use timely::dataflow::operators::core::{Concat, Inspect, Map, Probe};
+use timely::dataflow::operators::core::{Concat, Concatenate, Inspect, Map, Probe};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 use wattflow::format::json::render_message;
@@ -69,6 +69,8 @@ use wattflow::source::kafka::{
 use wattflow::source::Rejection;
 use wattflow::Time;
 use wattflow_operators::{WindowAggregate, WindowConfig, WindowStats};
+
+use crate::recovery::{self, checkpoint, Checkpoint};
 
 /// Why a pipeline failed as a whole (bad records never fail a run: they are dead-lettered).
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +154,8 @@ pub struct HistorySummary {
     pub duplicates: u64,
     /// Readings at or after a fixed switch, left to the live source.
     pub after_switch: u64,
+    /// Readings skipped because a resumed run found their windows durable already.
+    pub already_durable: u64,
     /// Bytes of the files consumed.
     pub bytes: u64,
 }
@@ -167,6 +171,8 @@ pub struct KafkaSummary {
     pub rejected: u64,
     /// Readings before their meter's switch time (counted, not aggregated).
     pub covered_by_history: u64,
+    /// Readings read again after a restart whose windows were durable already (skipped).
+    pub already_durable: u64,
     /// Duplicates refused by the window operator.
     pub duplicates: u64,
     /// Dead letters the broker acknowledged.
@@ -214,6 +220,8 @@ pub struct RunSummary {
     pub dead_letter_file_records: u64,
     /// The dead-letter file, if any.
     pub dead_letter_file: Option<PathBuf>,
+    /// Where this run resumed an interrupted one (ms): windows before it were durable.
+    pub resumed_from_ms: Option<i64>,
     /// Wall time, seconds.
     pub elapsed_s: f64,
 }
@@ -242,6 +250,8 @@ struct Context {
     report: Arc<Mutex<SinkReport>>,
     errors: Arc<Mutex<Vec<String>>>,
     dead_letters: Arc<DeadLetterConfig>,
+    /// The checkpoint this run starts from (with Parquet views only).
+    checkpoint: Option<Checkpoint>,
     stop: Arc<AtomicBool>,
 }
 
@@ -315,24 +325,23 @@ impl Context {
         };
         let windows = readings.window_aggregate(&window);
         let updates = windows.updates.inner.probe_with(&flow);
+        let mut durables = Vec::new();
         if let Some(views) = &self.cassandra {
             let kafka_stats = Arc::clone(&self.progress.kafka);
-            cassandra_sink_paced(
+            durables.push(cassandra_sink_paced(
                 updates.clone(),
                 Arc::clone(views),
                 Arc::clone(&self.progress.cassandra),
                 Arc::new(move || kafka_stats.backlogged()),
-            )
-            .probe_with(&durable);
+            ));
         }
         if let Some(config) = &self.parquet {
-            parquet_sink(
+            durables.push(parquet_sink(
                 updates,
                 Arc::clone(config),
                 Arc::clone(&self.report),
                 Arc::clone(&self.progress.parquet),
-            )
-            .probe_with(&durable);
+            ));
         }
         let progress = Arc::clone(&self.progress);
         let refused = windows.refused.map(move |(reading, reason)| {
@@ -358,15 +367,26 @@ impl Context {
         if let Some(kafka) = kafka_rejected {
             dead = dead.concat(kafka);
         }
-        dead_letter_sink(
+        durables.push(dead_letter_sink(
             dead,
             Arc::clone(&self.dead_letters),
             Arc::clone(&self.progress.dead_letters),
             Arc::clone(&self.errors),
             Arc::clone(&self.stop),
             Arc::clone(&self.progress.kafka.hold_commits),
-        )
-        .probe_with(&durable);
+        ));
+        // The durability frontier: every sink's. Offsets are committed by it, and the
+        // progress file follows it.
+        let durable_stream = scope.concatenate(durables).probe_with(&durable);
+        if let (Some(parquet), Some(start)) = (&self.parquet, &self.checkpoint) {
+            checkpoint(
+                durable_stream,
+                parquet.out.clone(),
+                start.clone(),
+                Arc::clone(&self.progress.kafka.commit_limit),
+                Arc::clone(&self.errors),
+            );
+        }
     }
 }
 
@@ -509,6 +529,34 @@ impl Pipeline {
         Arc::clone(&self.progress)
     }
 
+    /// What this pipeline reads and every setting that changes its views, for the progress
+    /// file: a run resumes only a run of the same pipeline.
+    fn fingerprint(&self, history: &FileSourceConfig) -> String {
+        let mut parts: Vec<String> = history
+            .inputs
+            .iter()
+            .map(|p| recovery::file_identity(p))
+            .collect();
+        parts.push(format!(
+            "meter={} interval={} lateness={} limits={:?} switch={:?}",
+            history.default_meter,
+            history.interval_s,
+            history.lateness_ms,
+            history.limits,
+            self.switch_at
+        ));
+        if let Some(k) = &self.kafka {
+            parts.push(format!(
+                "kafka {} {} {} lateness={} skew={}",
+                k.brokers, k.topic, k.group_id, k.lateness_ms, k.future_skew_ms
+            ));
+        }
+        if let Some(p) = &self.parquet {
+            parts.push(format!("zstd={}", p.zstd_level));
+        }
+        recovery::fingerprint(&parts)
+    }
+
     /// Runs the pipeline until its sources are exhausted (history read, and the Kafka source
     /// idle for its `exit_when_idle`) or `stop` is raised, then writes the manifests.
     pub fn run(self, stop: Arc<AtomicBool>) -> Result<RunSummary, PipelineError> {
@@ -521,7 +569,7 @@ impl Pipeline {
         if self.parquet.is_none() && self.cassandra.is_none() {
             return Err(PipelineError::NoOutput);
         }
-        let mut history = self.history;
+        let mut history = self.history.clone();
         if let SwitchAt::At(t) = self.switch_at {
             if self.kafka.is_some() {
                 history.switch_at = Some(t);
@@ -547,6 +595,42 @@ impl Pipeline {
                     out.display()
                 );
             }
+        }
+        // Resume an interrupted run of this pipeline (see `crate::recovery`).
+        let mut kafka_config = self.kafka.clone();
+        let mut start_checkpoint = None;
+        let mut resuming = false;
+        if let Some(parquet) = &self.parquet {
+            let fp = self.fingerprint(&history);
+            let resume = recovery::read(&parquet.out).and_then(|c| c.resume_for(&fp));
+            let mut start = Checkpoint::start(&fp);
+            match resume {
+                Some(floor) => {
+                    resuming = true;
+                    let floor = (floor > i64::MIN).then_some(floor);
+                    if let Some(f) = floor {
+                        start = start.at(f);
+                        tracing::info!(
+                            "resuming an interrupted run: windows before {} are durable",
+                            wattflow::time::format_iso(f)
+                        );
+                    } else {
+                        tracing::info!("resuming an interrupted run that made nothing durable");
+                    }
+                    history.resume_from = floor;
+                    if let Some(k) = kafka_config.as_mut() {
+                        k.resume_floor = floor;
+                    }
+                }
+                None => recovery::write(&parquet.out, &start)
+                    .map_err(|e| PipelineError::Output(vec![e]))?,
+            }
+            // Kafka commits follow the progress file (see `crate::recovery`).
+            self.progress
+                .kafka
+                .commit_limit
+                .store(start.resume_from_ms.unwrap_or(0), Ordering::SeqCst);
+            start_checkpoint = Some(start);
         }
         let dead_letter_file = self
             .dead_letter_file
@@ -586,11 +670,12 @@ impl Pipeline {
                     properties: k.properties.clone(),
                 })
             }),
+            append: resuming,
             ..DeadLetterConfig::new()
         });
         let context = Arc::new(Context {
             history: has_history.then(|| Arc::new(history)),
-            kafka: self.kafka.map(Arc::new),
+            kafka: kafka_config.map(Arc::new),
             parquet: self.parquet.map(Arc::new),
             cassandra,
             switch_at: self.switch_at,
@@ -598,6 +683,7 @@ impl Pipeline {
             report: Arc::new(Mutex::new(SinkReport::default())),
             errors: Arc::new(Mutex::new(Vec::new())),
             dead_letters,
+            checkpoint: start_checkpoint.clone(),
             stop,
         });
 
@@ -649,6 +735,22 @@ impl Pipeline {
                     manifest,
                 });
             }
+            if let Some(start) = &start_checkpoint {
+                // Everything the run read is durable now. Without Kafka the run is complete
+                // (a new one starts afresh); with Kafka the next run resumes where this one
+                // left the topic, so the views stay consistent with the committed offsets.
+                let end = if context.kafka.is_some() {
+                    let watermark = self.progress.kafka.watermark();
+                    let floor = Granularity::Day.window_start(watermark.max(0));
+                    start.at(floor.max(start.resume_from_ms.unwrap_or(i64::MIN)))
+                } else {
+                    Checkpoint {
+                        complete: true,
+                        ..start.clone()
+                    }
+                };
+                recovery::write(&parquet.out, &end).map_err(|e| PipelineError::Output(vec![e]))?;
+            }
         }
         let p = &self.progress;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -663,6 +765,7 @@ impl Pipeline {
                 rejected: load(&s.rejected),
                 duplicates,
                 after_switch: load(&s.after_switch),
+                already_durable: load(&s.already_durable),
                 bytes: load(&s.bytes),
             }
         });
@@ -674,6 +777,7 @@ impl Pipeline {
                 readings: load(&k.readings),
                 rejected: load(&k.rejected),
                 covered_by_history: load(&k.covered),
+                already_durable: load(&k.already_durable),
                 duplicates: load(&p.kafka_duplicates),
                 dead_letters: load(&p.dead_letters.letters),
                 last_message_after_s: after(last.max(0) as u64 * 1000),
@@ -695,6 +799,11 @@ impl Pipeline {
             views,
             dead_letter_file_records: load(&p.dead_letters.file_records),
             dead_letter_file,
+            resumed_from_ms: if resuming {
+                start_checkpoint.as_ref().and_then(|c| c.resume_from_ms)
+            } else {
+                None
+            },
             elapsed_s: started.elapsed().as_secs_f64(),
         })
     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod graph;
 pub mod live;
 pub mod metrics;
+pub mod recovery;
 pub mod replay;
 
 pub use graph::{Pipeline, PipelineError, Progress, RunSummary};

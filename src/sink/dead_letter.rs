@@ -28,7 +28,6 @@
 //! broker's default 1 MiB message limit; `record_bytes` gives the size of a longer message.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,6 +95,70 @@ pub fn letter(r: &Rejection, topic: &str) -> Vec<u8> {
     body.to_string().into_bytes()
 }
 
+/// The dead-letter file: `file,line,reason,record` rows, one per refused history record.
+struct DeadLetterFile {
+    out: csv::Writer<File>,
+    /// `(file, line)` of the records already in the file, when resuming (never written twice).
+    already: std::collections::HashSet<(String, u64)>,
+}
+
+impl DeadLetterFile {
+    /// Creates the file (truncating it), or with `append` opens it for appending and reads
+    /// which records it holds.
+    fn open(path: &std::path::Path, append: bool) -> std::io::Result<DeadLetterFile> {
+        std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))?;
+        let mut already = std::collections::HashSet::new();
+        let exists = path.is_file() && std::fs::metadata(path)?.len() > 0;
+        if append && exists {
+            let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(path)?;
+            for record in reader.records() {
+                // A line cut by a crash mid-write is the only kind that fails: skip it.
+                let Ok(record) = record else { continue };
+                if let (Some(file), Some(line)) = (record.get(0), record.get(1)) {
+                    if let Ok(line) = line.parse() {
+                        already.insert((file.to_owned(), line));
+                    }
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)?;
+        let mut out = csv::WriterBuilder::new().from_writer(file);
+        if !(append && exists) {
+            out.write_record(["file", "line", "reason", "record"])?;
+        }
+        Ok(DeadLetterFile { out, already })
+    }
+
+    /// Appends one record; `false` when the file held it already.
+    fn write(&mut self, source: &str, r: &Rejection) -> std::io::Result<bool> {
+        if !self.already.is_empty()
+            && self
+                .already
+                .contains(&(source.to_owned(), r.origin.position))
+        {
+            return Ok(false);
+        }
+        self.out.write_record([
+            source,
+            &r.origin.position.to_string(),
+            &r.reason.to_string(),
+            &r.record,
+        ])?;
+        Ok(true)
+    }
+
+    /// Flushes and syncs what was written.
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()
+    }
+}
+
 /// Where refusals go.
 #[derive(Clone, Debug, Default)]
 pub struct DeadLetterConfig {
@@ -103,6 +166,9 @@ pub struct DeadLetterConfig {
     pub file: Option<PathBuf>,
     /// Names of the history inputs that [`crate::model::Origin::file_index`] indexes.
     pub sources: Vec<String>,
+    /// Append to an existing dead-letter file instead of starting it anew, skipping the
+    /// records it already holds (a run resuming after a crash).
+    pub append: bool,
     /// The dead-letter topic of Kafka refusals (`None`: they are only counted).
     #[cfg(feature = "kafka")]
     pub kafka: Option<KafkaDeadLetters>,
@@ -191,23 +257,20 @@ pub fn dead_letter_sink<'scope>(
         }
     };
 
-    let mut file: Option<BufWriter<File>> = None;
+    let mut file: Option<DeadLetterFile> = None;
     if worker == 0 {
         if let Some(path) = &config.file {
-            let opened =
-                std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))
-                    .and_then(|_| File::create(path))
-                    .and_then(|f| {
-                        let mut w = BufWriter::new(f);
-                        w.write_all(b"file,line,reason,record\n")?;
-                        Ok(w)
-                    });
-            match opened {
-                Ok(w) => file = Some(w),
+            match DeadLetterFile::open(path, config.append) {
+                Ok(f) => file = Some(f),
                 Err(e) => fail(format!("{}: {e}", path.display())),
             }
         }
     }
+    // Times with records written to the file, held until the file is synced.
+    let mut file_held: std::collections::BTreeMap<
+        Time,
+        timely::dataflow::operators::Capability<Time>,
+    > = Default::default();
     #[cfg(feature = "kafka")]
     let mut letters = config
         .kafka
@@ -242,18 +305,22 @@ pub fn dead_letter_sink<'scope>(
                                     .file_index()
                                     .and_then(|i| config.sources.get(i))
                                     .map_or("?", String::as_str);
-                                let line = format!(
-                                    "{},{},{},{}\n",
-                                    csv_field(source),
-                                    r.origin.position,
-                                    csv_field(&r.reason.to_string()),
-                                    csv_field(&r.record)
-                                );
-                                stats.file_records.fetch_add(1, Ordering::Relaxed);
-                                if let Err(e) = w.write_all(line.as_bytes()) {
-                                    file = None;
-                                    let shown = path.as_ref().map(|p| p.display().to_string());
-                                    fail(format!("{}: {e}", shown.unwrap_or_default()));
+                                match w.write(source, &r) {
+                                    Ok(true) => {
+                                        stats.file_records.fetch_add(1, Ordering::Relaxed);
+                                        if let Some(&time) = cap.least() {
+                                            file_held
+                                                .entry(time)
+                                                .or_insert_with(|| cap.delayed(&time, 0));
+                                        }
+                                    }
+                                    // Written by the run this one resumes.
+                                    Ok(false) => {}
+                                    Err(e) => {
+                                        file = None;
+                                        let shown = path.as_ref().map(|p| p.display().to_string());
+                                        fail(format!("{}: {e}", shown.unwrap_or_default()));
+                                    }
                                 }
                             }
                             None => {
@@ -276,13 +343,19 @@ pub fn dead_letter_sink<'scope>(
                 }
             });
             let frontier = frontiers[0].frontier();
-            if frontier.is_empty() {
-                if let Some(mut w) = file.take() {
-                    if let Err(e) = w.flush().and_then(|_| w.get_ref().sync_all()) {
+            if !file_held.is_empty() {
+                // Records are durable before their times are let go.
+                if let Some(w) = file.as_mut() {
+                    if let Err(e) = w.sync() {
+                        file = None;
                         let shown = path.as_ref().map(|p| p.display().to_string());
                         fail(format!("{}: {e}", shown.unwrap_or_default()));
                     }
                 }
+                file_held.retain(|time, _| frontier.less_equal(time));
+            }
+            if frontier.is_empty() {
+                file.take();
             }
             #[cfg(feature = "kafka")]
             if let Some(l) = letters.as_mut() {

@@ -10,9 +10,11 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use arrow_array::cast::AsArray;
+use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
-use super::layout::{partition_of, view_batch, writer_properties};
+use super::layout::{partition_of, view_batch, view_schema, writer_properties};
 use super::manifest::{update_manifest, PartitionEntry};
 use super::{OpenPartition, ParquetSinkConfig, ParquetStats, SinkReport, PART_FILE};
 use crate::model::{Aggregate, Granularity, WindowKey};
@@ -42,24 +44,120 @@ pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String>
     result.map_err(|e| ctx(&e))
 }
 
-/// Writes `rows` (already sorted) to `dir/part-0.parquet` durably (see the module docs). On an
-/// error (a full disk) the temporary file is removed and the old file, if any, stays.
+/// Writes `rows` (already sorted) to `dir/part-0.parquet` durably (see the module docs),
+/// keeping the windows of the file already there that `rows` does not hold
+/// ([`merge_with_existing`]). On an error (a full disk) the temporary file is removed and the
+/// old file, if any, stays. Returns the batch written.
 pub fn write_partition(
     dir: &Path,
     rows: &[(WindowKey, &Aggregate)],
     zstd_level: i32,
-) -> Result<(), String> {
+) -> Result<RecordBatch, String> {
+    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.join(PART_FILE).display());
+    let batch = view_batch(rows).map_err(|e| ctx(&e))?;
+    let batch = merge_with_existing(&dir.join(PART_FILE), batch)?;
+    write_batch(dir, &batch, zstd_level)?;
+    Ok(batch)
+}
+
+/// The order of rows in a file: `(window_start, meter)` with meters in [`MeterId`]'s order
+/// (length, then bytes), as the sink sorts them.
+fn row_order(start: i64, meter: &str) -> (i64, usize, &[u8]) {
+    (start, meter.len(), meter.as_bytes())
+}
+
+/// `new` (sorted) with the rows of the existing file at `path` whose windows `new` does not
+/// hold, in file order: rewriting a partition never replaces it by less (a run that covers part
+/// of a month keeps the rest of the month). Only the key columns are read when the new rows
+/// cover every old window.
+pub fn merge_with_existing(path: &Path, new: RecordBatch) -> Result<RecordBatch, String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMillisecondType;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::arrow::ProjectionMask;
+
+    if !path.is_file() {
+        return Ok(new);
+    }
+    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let open = || {
+        let file = File::open(path).map_err(|e| ctx(&e))?;
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ctx(&e))
+    };
+    let builder = open()?;
+    if builder.schema().fields() != view_schema().fields() {
+        return Err(ctx(
+            &"holds other columns than this version writes: move it away to rewrite the view",
+        ));
+    }
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
+    let mut old_keys: Vec<(String, i64)> = Vec::new();
+    for batch in builder.with_projection(mask).build().map_err(|e| ctx(&e))? {
+        let batch = batch.map_err(|e| ctx(&e))?;
+        let meters = batch.column(0).as_string::<i32>();
+        let starts = batch.column(1).as_primitive::<TimestampMillisecondType>();
+        for i in 0..batch.num_rows() {
+            old_keys.push((meters.value(i).to_owned(), starts.value(i)));
+        }
+    }
+    let new_meters = new.column(0).as_string::<i32>();
+    let new_starts = new.column(1).as_primitive::<TimestampMillisecondType>();
+    // Merge the two sorted key lists: (batch, row) of every row of the result.
+    let mut order = Vec::with_capacity(new.num_rows() + old_keys.len());
+    let (mut i, mut j) = (0, 0);
+    let mut kept_old = 0;
+    while i < new.num_rows() || j < old_keys.len() {
+        let new_key =
+            (i < new.num_rows()).then(|| row_order(new_starts.value(i), new_meters.value(i)));
+        let old_key = old_keys.get(j).map(|(m, s)| row_order(*s, m));
+        match (new_key, old_key) {
+            (Some(n), Some(o)) if n == o => {
+                order.push((0, i));
+                i += 1;
+                j += 1;
+            }
+            (Some(n), Some(o)) if o < n => {
+                order.push((1, j));
+                kept_old += 1;
+                j += 1;
+            }
+            (Some(_), _) => {
+                order.push((0, i));
+                i += 1;
+            }
+            (None, Some(_)) => {
+                order.push((1, j));
+                kept_old += 1;
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    if kept_old == 0 {
+        return Ok(new);
+    }
+    let batches: Vec<RecordBatch> = open()?
+        .build()
+        .map_err(|e| ctx(&e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| ctx(&e))?;
+    let old =
+        arrow_select::concat::concat_batches(&view_schema(), &batches).map_err(|e| ctx(&e))?;
+    arrow_select::interleave::interleave_record_batch(&[&new, &old], &order).map_err(|e| ctx(&e))
+}
+
+/// Writes `batch` to `dir/part-0.parquet` durably.
+fn write_batch(dir: &Path, batch: &RecordBatch, zstd_level: i32) -> Result<(), String> {
     let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.join(PART_FILE).display());
     std::fs::create_dir_all(dir).map_err(|e| ctx(&e))?;
     let tmp = dir.join(format!(".{PART_FILE}.{}.tmp", std::process::id()));
     let result = (|| {
-        let batch = view_batch(rows).map_err(|e| ctx(&e))?;
         let file = File::create(&tmp).map_err(|e| ctx(&e))?;
         let handle = file.try_clone().map_err(|e| ctx(&e))?;
         let mut writer =
             ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(zstd_level)?))
                 .map_err(|e| ctx(&e))?;
-        writer.write(&batch).map_err(|e| ctx(&e))?;
+        writer.write(batch).map_err(|e| ctx(&e))?;
         writer.close().map_err(|e| ctx(&e))?;
         handle.sync_all().map_err(|e| ctx(&e))?;
         std::fs::rename(&tmp, dir.join(PART_FILE)).map_err(|e| ctx(&e))?;
@@ -128,16 +226,22 @@ fn flush(
         rows.sort_unstable_by_key(|(k, _)| order(k));
     }
     let dir = config.out.join(granularity.name()).join(&name);
-    write_partition(&dir, &rows, config.zstd_level)?;
-    let first = rows.first().expect("non-empty").0;
-    let last = rows.last().expect("non-empty").0;
+    let written = write_partition(&dir, &rows, config.zstd_level)?;
+    let starts = written
+        .column(1)
+        .as_primitive::<arrow_array::types::TimestampMillisecondType>();
+    let samples = written
+        .column(2)
+        .as_primitive::<arrow_array::types::Int64Type>();
+    let first = starts.value(0);
+    let last = starts.value(written.num_rows() - 1);
     Ok(Some(PartitionEntry {
         path: format!("{name}/{PART_FILE}"),
-        rows: rows.len() as u64,
-        samples: rows.iter().map(|(_, a)| a.samples).sum(),
-        first_window: format_iso(first.start),
-        last_window: format_iso(last.start),
-        last_window_end_ms: last.end(),
+        rows: written.num_rows() as u64,
+        samples: samples.iter().flatten().map(|s| s as u64).sum(),
+        first_window: format_iso(first),
+        last_window: format_iso(last),
+        last_window_end_ms: last + granularity.len_ms(),
     }))
 }
 

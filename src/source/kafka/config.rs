@@ -83,6 +83,11 @@ pub struct KafkaSourceConfig {
     /// idle this long (a worker without partitions: this long after start). For tests and
     /// benchmarks; a live pipeline leaves it `None` and runs until stopped.
     pub exit_when_idle: Option<Duration>,
+    /// Readings that start before this instant are in windows already durable in the views
+    /// (a pipeline resuming after a crash sets it from its progress file): a message read
+    /// again below it is skipped ([`crate::source::kafka::KafkaStats::already_durable`]), a
+    /// message that was never read is too late. `None`: only the commit metadata's floor.
+    pub resume_floor: Option<i64>,
     /// Extra librdkafka properties for the consumer and the dead-letter producer (TLS, SASL,
     /// tuning), applied after the source's own settings.
     pub properties: Vec<(String, String)>,
@@ -110,6 +115,7 @@ impl KafkaSourceConfig {
             max_batch: DEFAULT_MAX_BATCH,
             batches_in_flight: DEFAULT_BATCHES_IN_FLIGHT,
             exit_when_idle: None,
+            resume_floor: None,
             properties: Vec::new(),
         }
     }
@@ -184,6 +190,23 @@ pub(super) fn wall_clock_ms() -> i64 {
     crate::time::now_unix_ms()
 }
 
+#[cfg(test)]
 pub(super) fn parse_floor(metadata: &str) -> Option<i64> {
-    metadata.strip_prefix(FLOOR_PREFIX)?.parse().ok()
+    parse_metadata(metadata).map(|(floor, _)| floor)
+}
+
+/// The commit metadata of a partition: `wattflow:floor=<ms>;read=<offset>`, the restart floor
+/// and the offset the committing run had read up to (older commits carry the floor only).
+pub(super) fn parse_metadata(metadata: &str) -> Option<(i64, Option<i64>)> {
+    let rest = metadata.strip_prefix(FLOOR_PREFIX)?;
+    let (floor, read) = match rest.split_once(";read=") {
+        Some((f, r)) => (f, r.parse().ok()),
+        None => (rest, None),
+    };
+    Some((floor.parse().ok()?, read))
+}
+
+/// The commit metadata for `floor` and the offset read up to (see [`parse_metadata`]).
+pub(super) fn metadata(floor: i64, read: i64) -> String {
+    format!("{FLOOR_PREFIX}{floor};read={read}")
 }

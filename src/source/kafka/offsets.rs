@@ -76,11 +76,23 @@ pub(super) struct PartitionState {
     pub(super) refused: VecDeque<(Time, i64)>,
     /// Last committed `(offset, floor)`.
     pub(super) committed: Option<(i64, i64)>,
+    /// Readings before this instant are in durable windows (see `reread_until`).
+    pub(super) skip_below: i64,
+    /// Messages before this offset were read by the run that made the last commit: one of them
+    /// below `skip_below` is a re-read, skipped; a later one is too late.
+    pub(super) reread_until: i64,
 }
 
 impl PartitionState {
-    /// A partition starting at `offset`, refusing readings before `floor` (restart floor).
-    pub(super) fn new(partition: i32, offset: Offset, floor: i64, now: Instant) -> PartitionState {
+    /// A partition starting at `offset`, refusing readings before `floor` (restart floor)
+    /// unless they are re-reads of messages before `read` (then they are skipped).
+    pub(super) fn new(
+        partition: i32,
+        offset: Offset,
+        floor: i64,
+        read: Option<i64>,
+        now: Instant,
+    ) -> PartitionState {
         let start = match offset {
             Offset::Offset(n) => Some(n),
             _ => None,
@@ -97,6 +109,8 @@ impl PartitionState {
             refused: VecDeque::new(),
             // A resumed partition need not commit again what it was resumed from.
             committed: start.filter(|_| floor != i64::MIN).map(|n| (n, floor)),
+            skip_below: floor,
+            reread_until: read.unwrap_or(i64::MIN),
         }
     }
 }

@@ -9,7 +9,7 @@ use super::config::wall_clock_ms;
 use super::config::BACKLOG_AGE_MS;
 
 /// Counters of a Kafka source, shared by all workers of the process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KafkaStats {
     /// Messages consumed.
     pub messages: AtomicU64,
@@ -25,6 +25,12 @@ pub struct KafkaStats {
     /// Wall clock (ms since the epoch) minus the Kafka timestamp of the newest message read:
     /// how far behind real time the source is (0 before the first message).
     pub behind_ms: std::sync::atomic::AtomicI64,
+    /// Readings read again after a restart whose windows were already durable: skipped.
+    pub already_durable: AtomicU64,
+    /// Offsets are committed only for windows ending at or before this instant (ms; the
+    /// pipeline's last checkpoint, so its progress file is never behind the commits);
+    /// `i64::MAX`: no limit.
+    pub commit_limit: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// Raised by a sink that cannot make its output durable (undeliverable dead letters): from
     /// then on no offset is committed, so a restart reads again what was not made durable.
     pub hold_commits: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -41,6 +47,29 @@ pub struct KafkaStats {
     pub last_message_ms: std::sync::atomic::AtomicI64,
     watermarks: Mutex<BTreeMap<usize, i64>>,
     lags: Mutex<BTreeMap<i32, i64>>,
+}
+
+impl Default for KafkaStats {
+    fn default() -> Self {
+        KafkaStats {
+            messages: AtomicU64::new(0),
+            readings: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            covered: AtomicU64::new(0),
+            behind_ms: Default::default(),
+            already_durable: AtomicU64::new(0),
+            commit_limit: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX)),
+            hold_commits: Default::default(),
+            committed_offsets: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            consumer_errors: AtomicU64::new(0),
+            backlog_seen_ms: Default::default(),
+            last_message_ms: Default::default(),
+            watermarks: Mutex::new(BTreeMap::new()),
+            lags: Mutex::new(BTreeMap::new()),
+        }
+    }
 }
 
 impl KafkaStats {

@@ -220,7 +220,7 @@ fn bare_worker(partitions: &[i32], index: usize, stats: &Arc<KafkaStats>) -> Wor
         index,
         partitions
             .iter()
-            .map(|&p| PartitionState::new(p, Offset::Beginning, i64::MIN, now))
+            .map(|&p| PartitionState::new(p, Offset::Beginning, i64::MIN, None, now))
             .collect(),
     )
 }
@@ -439,19 +439,30 @@ fn commits_keep_every_open_day_readable() {
     // Nothing final yet: read again from the first reading of the first open day.
     w.cap = (day2 - 20_000) as Time;
     let floor1 = Granularity::Day.window_start(day2 - 1);
-    assert_eq!(w.plan_commit(false), (floor1, vec![(0, 1, 7)]));
+    assert_eq!(w.plan_commit(false), (floor1, vec![(0, 1, 7, 11)]));
     w.partitions[0].committed = Some((7, floor1));
     assert_eq!(w.plan_commit(false), (floor1, vec![]));
-    assert_eq!(w.plan_commit(true), (floor1, vec![(0, 1, 7)]));
+    assert_eq!(w.plan_commit(true), (floor1, vec![(0, 1, 7, 11)]));
     // 10 March is final: from the first reading of 11 March, which becomes the floor.
     w.cap = (day2 + 1_000) as Time;
-    assert_eq!(w.plan_commit(false), (day2, vec![(0, 1, 9)]));
+    assert_eq!(w.plan_commit(false), (day2, vec![(0, 1, 9, 11)]));
     assert_eq!(w.partitions[0].days.len(), 1);
     // Everything final: from the next offset.
     w.cap = (day2 + DAY_MS) as Time;
-    assert_eq!(w.plan_commit(false), (day2 + DAY_MS, vec![(0, 1, 11)]));
+    assert_eq!(w.plan_commit(false), (day2 + DAY_MS, vec![(0, 1, 11, 11)]));
+    // A refusal whose dead letter is not durable yet (its time is not behind the frontier)
+    // holds the commit at its offset.
+    w.handle(1, 11, None, Some(b"junk again"), day2);
+    w.handle(1, 12, None, Some(b"more junk"), day2);
+    assert_eq!(w.partitions[0].refused.front(), Some(&(w.cap, 11)));
+    w.stats
+        .commit_limit
+        .store(w.cap as i64, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(w.plan_commit(false), (day2 + DAY_MS, vec![(0, 1, 11, 13)]));
     assert_eq!(parse_floor("wattflow:floor=-5"), Some(-5));
     assert_eq!(parse_floor("other"), None);
+    assert_eq!(parse_metadata(&metadata(7, 42)), Some((7, Some(42))));
+    assert_eq!(parse_metadata("wattflow:floor=9"), Some((9, None)));
 }
 
 #[test]

@@ -190,6 +190,14 @@ impl Worker {
             }
             return;
         }
+        {
+            let p = &self.partitions[i];
+            if reading.ts < p.skip_below && offset < p.reread_until {
+                // Read again after a restart: its windows are durable already.
+                self.stats.already_durable.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
         let cap = self.cap;
         let lateness = self.config.lateness_ms;
         let p = &mut self.partitions[i];
@@ -231,18 +239,19 @@ impl Worker {
         target.max(0) as Time
     }
 
-    /// What to commit: the restart floor and, per partition `(index, partition, offset)`, the
-    /// first offset a restart must read again, leaving out unchanged ones unless `force`.
+    /// What to commit: the restart floor and, per partition `(index, partition, offset, read)`,
+    /// the first offset a restart must read again (and the next offset to read now), leaving out unchanged ones unless `force`.
     /// Forgets the days that are final.
-    pub(super) fn plan_commit(&mut self, force: bool) -> (i64, Vec<(usize, i32, i64)>) {
+    pub(super) fn plan_commit(&mut self, force: bool) -> (i64, Vec<(usize, i32, i64, i64)>) {
         // Windows ending at or before `frontier` are final at the sinks. Once the probe is
         // empty (the graph finished), what this worker reached counts, so the open days of its
         // partitions are read again after a restart rather than written partially.
-        let frontier = self
+        let frontier = (self
             .durable
             .with_frontier(|f| f.iter().min().copied())
             .unwrap_or(self.cap)
-            .min(i64::MAX as Time) as i64;
+            .min(i64::MAX as Time) as i64)
+            .min(self.stats.commit_limit.load(Ordering::SeqCst));
         let floor = Granularity::Day.window_start(frontier);
         let mut planned = Vec::new();
         for (i, p) in self.partitions.iter_mut().enumerate() {
@@ -269,7 +278,7 @@ impl Worker {
                 .unwrap_or(next)
                 .min(next);
             if force || p.committed != Some((offset, floor)) {
-                planned.push((i, p.partition, offset));
+                planned.push((i, p.partition, offset, next));
             }
         }
         (floor, planned)
@@ -291,7 +300,7 @@ impl Worker {
                 .swap(false, Ordering::Relaxed);
         let (floor, planned) = self.plan_commit(force);
         let mut tpl = TopicPartitionList::new();
-        for &(_, partition, offset) in &planned {
+        for &(_, partition, offset, read) in &planned {
             if let Err(e) =
                 tpl.add_partition_offset(&self.config.topic, partition, Offset::Offset(offset))
             {
@@ -299,7 +308,7 @@ impl Worker {
                 return;
             }
             if let Some(mut elem) = tpl.find_partition(&self.config.topic, partition) {
-                elem.set_metadata(format!("{FLOOR_PREFIX}{floor}"));
+                elem.set_metadata(metadata(floor, read));
             }
         }
         if planned.is_empty() {
@@ -318,7 +327,7 @@ impl Worker {
                         .committed_offsets
                         .fetch_add(planned.len() as u64, Ordering::Relaxed);
                 }
-                for (i, _, offset) in planned {
+                for (i, _, offset, _) in planned {
                     self.partitions[i].committed = Some((offset, floor));
                 }
             }
@@ -464,13 +473,13 @@ pub(super) fn open_worker(
             consumer.committed_offsets(ask.clone(), left)
         })
         .map_err(offsets_error)?;
-        let mut starts: BTreeMap<i32, (Offset, i64)> = BTreeMap::new();
+        let mut starts: BTreeMap<i32, (Offset, i64, Option<i64>)> = BTreeMap::new();
         let mut uncommitted = Vec::new();
         for &p in &mine {
             match committed.find_partition(&config.topic, p) {
                 Some(e) if matches!(e.offset(), Offset::Offset(_)) => {
-                    let floor = parse_floor(e.metadata()).unwrap_or(i64::MIN);
-                    starts.insert(p, (e.offset(), floor));
+                    let (floor, read) = parse_metadata(e.metadata()).unwrap_or((i64::MIN, None));
+                    starts.insert(p, (e.offset(), floor, read));
                 }
                 _ => uncommitted.push(p),
             }
@@ -483,7 +492,7 @@ pub(super) fn open_worker(
                     Offset::End
                 };
                 for p in uncommitted {
-                    starts.insert(p, (o, i64::MIN));
+                    starts.insert(p, (o, i64::MIN, None));
                 }
             }
             StartFrom::Timestamp(ms) => {
@@ -503,20 +512,22 @@ pub(super) fn open_worker(
                             Some(Offset::Offset(n)) => Offset::Offset(n),
                             _ => Offset::End,
                         };
-                        starts.insert(p, (o, i64::MIN));
+                        starts.insert(p, (o, i64::MIN, None));
                     }
                 }
             }
         }
         let now = Instant::now();
-        for (p, (offset, floor)) in starts {
+        let resume = config.resume_floor.unwrap_or(i64::MIN);
+        for (p, (offset, floor, read)) in starts {
+            let floor = floor.max(resume);
             assignment
                 .add_partition_offset(&config.topic, p, offset)
                 .map_err(|source| KafkaError::Assign {
                     topic: config.topic.clone(),
                     source: Box::new(source),
                 })?;
-            partitions.push(PartitionState::new(p, offset, floor, now));
+            partitions.push(PartitionState::new(p, offset, floor, read, now));
         }
     }
     consumer
