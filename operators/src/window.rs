@@ -55,7 +55,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::{Stream, StreamVec};
 use wattflow::hash::FxMap;
 use wattflow::model::{Aggregate, Granularity, MeterId, Reading, RejectReason, WindowKey};
-use wattflow::time::format_iso;
+use wattflow::time::{format_iso, Calendar};
 
 /// Timestamps of the graph: event-time watermarks, ms since the epoch.
 pub type Time = u64;
@@ -95,6 +95,8 @@ pub struct WindowConfig {
     pub eager: bool,
     /// Where to count sealed and open windows (`None`: not counted).
     pub stats: Option<Arc<WindowStats>>,
+    /// The calendar hour and day windows follow (default: the data's naive local time).
+    pub calendar: Calendar,
 }
 
 impl Default for WindowConfig {
@@ -103,6 +105,7 @@ impl Default for WindowConfig {
             granularities: Granularity::ALL.to_vec(),
             eager: false,
             stats: None,
+            calendar: Calendar::Naive,
         }
     }
 }
@@ -209,6 +212,8 @@ impl Seen {
 
 struct Open {
     key: (MeterId, i64),
+    /// End of the window (exclusive): `start + length`, or the next local midnight in a zone.
+    end: i64,
     agg: Aggregate,
     /// Set while the window is in the dirty list of the time being processed.
     dirty: bool,
@@ -234,11 +239,14 @@ struct Level {
     dirty: Vec<(u64, Option<Aggregate>)>,
     /// Run-length pre-aggregation: consecutive readings of one window are folded locally and
     /// merged into the window once per run (a day of minute data is one run of 1,440).
-    run: Option<((MeterId, i64), Aggregate)>,
+    run: Option<((MeterId, i64), i64, Aggregate)>,
+    calendar: Calendar,
+    /// The last window computed, `[start, end)`: consecutive readings share it.
+    last: (i64, i64),
 }
 
 impl Level {
-    fn new(granularity: Granularity, emit: bool) -> Level {
+    fn new(granularity: Granularity, emit: bool, calendar: Calendar) -> Level {
         Level {
             granularity,
             emit,
@@ -247,17 +255,29 @@ impl Level {
             index: FxMap::default(),
             dirty: Vec::new(),
             run: None,
+            calendar,
+            last: (0, 0),
         }
     }
 
-    /// The slot of `key`'s window, created if needed.
+    /// The window `[start, end)` of this granularity holding `ts`.
     #[inline]
-    fn slot(&mut self, key: (MeterId, i64)) -> u64 {
+    fn window(&mut self, ts: i64) -> (i64, i64) {
+        if !(self.last.0 <= ts && ts < self.last.1) {
+            self.last = self.calendar.window(self.granularity, ts);
+        }
+        self.last
+    }
+
+    /// The slot of `key`'s window (ending at `end`), created if needed.
+    #[inline]
+    fn slot(&mut self, key: (MeterId, i64), end: i64) -> u64 {
         let next = self.base + self.windows.len() as u64;
         let slot = *self.index.entry(key).or_insert(next);
         if slot == next {
             self.windows.push_back(Open {
                 key,
+                end,
                 agg: Aggregate::EMPTY,
                 dirty: false,
                 seen: Seen::default(),
@@ -284,8 +304,8 @@ impl Level {
 
     /// Adds `reading` to its window unless that instant was already counted; tells which.
     #[inline]
-    fn add_unique(&mut self, key: (MeterId, i64), reading: &Reading) -> bool {
-        let slot = self.slot(key);
+    fn add_unique(&mut self, key: (MeterId, i64), end: i64, reading: &Reading) -> bool {
+        let slot = self.slot(key, end);
         if !self.open_mut(slot).seen.insert(reading.ts - key.1) {
             return false;
         }
@@ -295,19 +315,19 @@ impl Level {
     }
 
     #[inline]
-    fn fold_run(&mut self, key: (MeterId, i64), reading: &Reading) {
+    fn fold_run(&mut self, key: (MeterId, i64), end: i64, reading: &Reading) {
         match &mut self.run {
-            Some((k, agg)) if *k == key => agg.add(reading),
+            Some((k, _, agg)) if *k == key => agg.add(reading),
             _ => {
                 self.flush_run();
-                self.run = Some((key, Aggregate::of(reading)));
+                self.run = Some((key, end, Aggregate::of(reading)));
             }
         }
     }
 
     fn flush_run(&mut self) {
-        if let Some((key, agg)) = self.run.take() {
-            let slot = self.slot(key);
+        if let Some((key, end, agg)) = self.run.take() {
+            let slot = self.slot(key, end);
             self.mark_dirty(slot);
             self.open_mut(slot).agg.merge(&agg);
         }
@@ -338,11 +358,10 @@ impl Level {
     /// Drops the windows at the front that end at or before `frontier` (`None`: the input is
     /// complete, drop everything); returns how many.
     fn seal(&mut self, frontier: Option<Time>) -> u64 {
-        let len = self.granularity.len_ms();
         let before = self.base;
         while let Some(front) = self.windows.front() {
             if let Some(f) = frontier {
-                if front.key.1 + len > f as i64 {
+                if front.end > f.min(i64::MAX as Time) as i64 {
                     break;
                 }
             }
@@ -370,7 +389,13 @@ impl WindowState {
     fn new(config: &WindowConfig) -> WindowState {
         let levels = Granularity::ALL
             .into_iter()
-            .map(|g| Level::new(g, config.granularities.contains(&g)))
+            .map(|g| {
+                Level::new(
+                    g,
+                    config.granularities.contains(&g),
+                    config.calendar.clone(),
+                )
+            })
             .collect();
         WindowState { levels }
     }
@@ -395,14 +420,14 @@ impl WindowState {
                 ));
                 continue;
             }
-            let start = Granularity::Minute.window_start(reading.ts);
-            if !minute.add_unique((reading.meter, start), reading) {
+            let (start, end) = minute.window(reading.ts);
+            if !minute.add_unique((reading.meter, start), end, reading) {
                 refused.push((*reading, duplicate(reading)));
                 continue;
             }
             for level in coarser.iter_mut() {
-                let key = (reading.meter, level.granularity.window_start(reading.ts));
-                level.fold_run(key, reading);
+                let (start, end) = level.window(reading.ts);
+                level.fold_run((reading.meter, start), end, reading);
             }
             for _ in 1..*diff {
                 refused.push((*reading, duplicate(reading)));
@@ -427,9 +452,14 @@ pub fn window_aggregate_core<'scope>(
     config: WindowConfig,
 ) -> (UpdateStream<'scope>, Refusals<'scope>) {
     let mut builder = OperatorBuilder::new("WindowAggregate".to_owned(), readings.scope());
+    let calendar = config.calendar.clone();
     let mut input = builder.new_input(
         readings,
-        Exchange::new(|(r, _, _): &(Reading, Time, isize)| meter_day_hash(&r.meter, r.ts)),
+        Exchange::new(move |(r, _, _): &(Reading, Time, isize)| match &calendar {
+            Calendar::Naive => meter_day_hash(&r.meter, r.ts),
+            // Every window of a reading nests in its local day.
+            zoned => meter_day_hash(&r.meter, zoned.day_start(r.ts)),
+        }),
     );
     let (updates_out, updates) = builder.new_output();
     let (refused_out, refused) = builder.new_output();

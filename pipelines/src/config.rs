@@ -29,6 +29,7 @@ use wattflow::sink::parquet::{self, ParquetSinkConfig};
 use wattflow::source::file::{self, FileSourceConfig};
 use wattflow::source::handover::SwitchAt;
 use wattflow::source::kafka::{self, KafkaSourceConfig, StartFrom};
+use wattflow::time::Calendar;
 
 use crate::graph::Pipeline;
 
@@ -128,6 +129,9 @@ pub struct PipelineSection {
     /// How often progress is logged.
     #[serde(with = "humantime_serde")]
     pub log_every: Duration,
+    /// `naive` (the data's local time, as the UCI file) or an IANA zone such as
+    /// `Europe/Paris`: hour and day windows follow its local calendar.
+    pub timezone: String,
 }
 
 impl Default for PipelineSection {
@@ -139,6 +143,7 @@ impl Default for PipelineSection {
             metrics_listen: None,
             summary_json: None,
             log_every: Duration::from_secs(5),
+            timezone: "naive".into(),
         }
     }
 }
@@ -462,11 +467,19 @@ impl ConfigFile {
         history.interval_s = h.interval_s;
         history.chunk_bytes = h.chunk_bytes.max(4096);
         history.limits = h.limits;
+        let calendar = Calendar::parse(&p.timezone)
+            .map_err(|e| invalid("pipeline.timezone", e.to_string()))?;
+        // A switch instant is written in the data's local time.
+        let switch_at = match parse_switch_at(&p.switch_at)? {
+            SwitchAt::At(t) => SwitchAt::At(calendar.from_local(t)),
+            auto => auto,
+        };
         let mut pipeline = Pipeline::new()
             .history(history)
             .workers(p.workers)
-            .switch_at(parse_switch_at(&p.switch_at)?)
-            .log_every(p.log_every);
+            .switch_at(switch_at)
+            .log_every(p.log_every)
+            .timezone(calendar);
         if let Some(addr) = &p.metrics_listen {
             pipeline = pipeline.metrics_listen(addr);
         }
@@ -504,8 +517,8 @@ impl ConfigFile {
         }
         if let Some(q) = &self.parquet {
             pipeline = pipeline.parquet_config(ParquetSinkConfig {
-                out: q.out.clone(),
                 zstd_level: q.zstd_level,
+                ..ParquetSinkConfig::new(&q.out)
             });
         }
         if let Some(c) = &self.cassandra {

@@ -67,6 +67,7 @@ use wattflow::source::kafka::{
     check_topic, kafka_source, Handover, KafkaError, KafkaSourceConfig, KafkaStats,
 };
 use wattflow::source::Rejection;
+use wattflow::time::Calendar;
 use wattflow::Time;
 use wattflow_operators::{WindowAggregate, WindowConfig, WindowStats};
 
@@ -246,6 +247,7 @@ struct Context {
     parquet: Option<Arc<ParquetSinkConfig>>,
     cassandra: Option<Arc<CassandraViews>>,
     switch_at: SwitchAt,
+    calendar: Calendar,
     progress: Arc<Progress>,
     report: Arc<Mutex<SinkReport>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -321,6 +323,7 @@ impl Context {
         let window = WindowConfig {
             eager: self.kafka.is_some(),
             stats: Some(Arc::clone(&self.progress.windows)),
+            calendar: self.calendar.clone(),
             ..WindowConfig::default()
         };
         let windows = readings.window_aggregate(&window);
@@ -381,6 +384,7 @@ impl Context {
         if let (Some(parquet), Some(start)) = (&self.parquet, &self.checkpoint) {
             checkpoint(
                 durable_stream,
+                self.calendar.clone(),
                 parquet.out.clone(),
                 start.clone(),
                 Arc::clone(&self.progress.kafka.commit_limit),
@@ -420,6 +424,7 @@ pub struct Pipeline {
     workers: usize,
     log_every: Option<Duration>,
     metrics_listen: Option<String>,
+    calendar: Calendar,
     progress: Arc<Progress>,
 }
 
@@ -448,6 +453,7 @@ impl Pipeline {
             workers: 1,
             log_every: None,
             metrics_listen: None,
+            calendar: Calendar::Naive,
             progress,
         }
     }
@@ -517,6 +523,15 @@ impl Pipeline {
         self
     }
 
+    /// The calendar of hour and day windows (default: the data's naive local time). With a
+    /// zone, history timestamps (naive local time) become UTC instants, live readings carry UTC
+    /// instants, and hours, days, partitions and buckets follow the local calendar, 23- and
+    /// 25-hour days included.
+    pub fn timezone(mut self, calendar: Calendar) -> Pipeline {
+        self.calendar = calendar;
+        self
+    }
+
     /// Serves Prometheus metrics at `http://addr/metrics` while the pipeline runs (see
     /// [`crate::metrics`]).
     pub fn metrics_listen(mut self, addr: impl Into<String>) -> Pipeline {
@@ -538,12 +553,13 @@ impl Pipeline {
             .map(|p| recovery::file_identity(p))
             .collect();
         parts.push(format!(
-            "meter={} interval={} lateness={} limits={:?} switch={:?}",
+            "meter={} interval={} lateness={} limits={:?} switch={:?} calendar={}",
             history.default_meter,
             history.interval_s,
             history.lateness_ms,
             history.limits,
-            self.switch_at
+            self.switch_at,
+            self.calendar.name()
         ));
         if let Some(k) = &self.kafka {
             parts.push(format!(
@@ -570,6 +586,15 @@ impl Pipeline {
             return Err(PipelineError::NoOutput);
         }
         let mut history = self.history.clone();
+        history.calendar = self.calendar.clone();
+        let parquet_config = self.parquet.clone().map(|mut p| {
+            p.calendar = self.calendar.clone();
+            p
+        });
+        let cassandra_config = self.cassandra.clone().map(|mut c| {
+            c.calendar = self.calendar.clone();
+            c
+        });
         if let SwitchAt::At(t) = self.switch_at {
             if self.kafka.is_some() {
                 history.switch_at = Some(t);
@@ -597,7 +622,10 @@ impl Pipeline {
             }
         }
         // Resume an interrupted run of this pipeline (see `crate::recovery`).
-        let mut kafka_config = self.kafka.clone();
+        let mut kafka_config = self.kafka.clone().map(|mut k| {
+            k.calendar = self.calendar.clone();
+            k
+        });
         let mut start_checkpoint = None;
         let mut resuming = false;
         if let Some(parquet) = &self.parquet {
@@ -643,7 +671,7 @@ impl Pipeline {
             // Fail before the history is read, not after.
             check_topic(kafka)?;
         }
-        let cassandra = match &self.cassandra {
+        let cassandra = match &cassandra_config {
             Some(config) => Some(Arc::new(connect(config)?)),
             None => None,
         };
@@ -676,9 +704,10 @@ impl Pipeline {
         let context = Arc::new(Context {
             history: has_history.then(|| Arc::new(history)),
             kafka: kafka_config.map(Arc::new),
-            parquet: self.parquet.map(Arc::new),
+            parquet: parquet_config.map(Arc::new),
             cassandra,
             switch_at: self.switch_at,
+            calendar: self.calendar.clone(),
             progress: Arc::clone(&self.progress),
             report: Arc::new(Mutex::new(SinkReport::default())),
             errors: Arc::new(Mutex::new(Vec::new())),
@@ -741,7 +770,7 @@ impl Pipeline {
                 // left the topic, so the views stay consistent with the committed offsets.
                 let end = if context.kafka.is_some() {
                     let watermark = self.progress.kafka.watermark();
-                    let floor = Granularity::Day.window_start(watermark.max(0));
+                    let floor = self.calendar.day_start(watermark.max(0));
                     start.at(floor.max(start.resume_from_ms.unwrap_or(i64::MIN)))
                 } else {
                     Checkpoint {

@@ -30,9 +30,8 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
-use wattflow::model::Granularity;
 use wattflow::sink::parquet::writer::write_durably;
-use wattflow::time::format_iso;
+use wattflow::time::{format_iso, Calendar};
 use wattflow::Time;
 
 /// Name of the progress file in the output folder.
@@ -126,6 +125,7 @@ pub fn file_identity(path: &Path) -> String {
 /// `commit_limit`.
 pub fn checkpoint(
     durable: StreamVec<'_, Time, ()>,
+    calendar: Calendar,
     out: PathBuf,
     start: Checkpoint,
     commit_limit: Arc<AtomicI64>,
@@ -141,7 +141,7 @@ pub fn checkpoint(
         let Some(&f) = frontier.frontier().first() else {
             return;
         };
-        let floor = Granularity::Day.window_start(f.min(i64::MAX as Time) as i64);
+        let floor = calendar.day_start(f.min(i64::MAX as Time) as i64);
         if floor > written {
             match write(&out, &start.at(floor)) {
                 Ok(()) => {

@@ -843,3 +843,103 @@ fn progress_never_passes_its_total() {
     }
     assert!(report.is_empty(), "{}", report.join("; "));
 }
+
+/// `(window_start, samples)` of every row of a view whose `window_start` is a UTC instant.
+fn zoned_view(out: &Path, granularity: &str) -> BTreeMap<i64, i64> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Int64Type, TimestampMillisecondType};
+    let mut rows = BTreeMap::new();
+    for file in common::parquet_files(&out.join(granularity)) {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&file).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            assert_eq!(
+                batch
+                    .schema()
+                    .field_with_name("window_start")
+                    .unwrap()
+                    .data_type(),
+                &arrow_schema::DataType::Timestamp(
+                    arrow_schema::TimeUnit::Millisecond,
+                    Some("UTC".into())
+                ),
+                "window_start is an instant in a zone"
+            );
+            let starts = batch.column_by_name("window_start").unwrap();
+            let starts = starts.as_primitive::<TimestampMillisecondType>();
+            let samples = batch.column_by_name("samples").unwrap();
+            let samples = samples.as_primitive::<Int64Type>();
+            for i in 0..batch.num_rows() {
+                assert!(rows.insert(starts.value(i), samples.value(i)).is_none());
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn in_europe_paris_the_last_sundays_of_march_and_october_last_23_and_25_hours() {
+    let Some(file) = common::data_file("household_power_consumption.txt.gz") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let summary = wattflow_pipelines::Pipeline::new()
+        .input(&file)
+        .parquet(out.path())
+        .timezone(wattflow::time::Calendar::parse("Europe/Paris").unwrap())
+        .workers(2)
+        .run(std::sync::Arc::new(std::sync::atomic::AtomicBool::new(
+            false,
+        )))
+        .unwrap();
+    let utc = |y, m, d, h| wattflow::time::naive_to_ms(y, m, d, h, 0, 0).unwrap();
+    let days = zoned_view(out.path(), "day");
+    let hours = zoned_view(out.path(), "hour");
+    let next_start = |t: i64| *days.range(t + 1..).next().unwrap().0;
+    let hours_in = |a: i64, b: i64| hours.range(a..b).count();
+    // 30 March 2008: local midnight is 23:00 UTC the day before, the day lasts 23 hours.
+    let march = utc(2008, 3, 29, 23);
+    assert!(
+        days.contains_key(&march),
+        "no day starting at local midnight"
+    );
+    assert_eq!(next_start(march) - march, 23 * 3_600_000);
+    assert_eq!(hours_in(march, next_start(march)), 23);
+    // 26 October 2008: 25 hours (the data logged the repeated hour once, so 24 hold readings).
+    let october = utc(2008, 10, 25, 22);
+    assert!(days.contains_key(&october));
+    assert_eq!(next_start(october) - october, 25 * 3_600_000);
+    assert_eq!(hours_in(october, next_start(october)), 24);
+    // An ordinary day: 24 hours from local midnight (CEST: 22:00 UTC).
+    let june = utc(2008, 5, 31, 22);
+    assert_eq!(next_start(june) - june, 24 * 3_600_000);
+    // Every day's samples are its hours' samples, and nothing was lost silently: the file
+    // logs the non-existent spring hour (02:00-02:59 local), whose readings shift an hour on
+    // and meet the real 03:00-03:59 ones, which are then refused as too late or duplicates.
+    for (&start, &samples) in &days {
+        let end = days
+            .range(start + 1..)
+            .next()
+            .map_or(start + 25 * 3_600_000, |(&t, _)| {
+                t.min(start + 25 * 3_600_000)
+            });
+        let in_hours: i64 = hours.range(start..end).map(|(_, s)| s).sum();
+        assert_eq!(samples, in_hours, "day starting {start}");
+    }
+    let history = summary.history.unwrap();
+    assert_eq!(days.values().sum::<i64>() as u64, history.readings);
+    // Four springs in the file, an hour of minutes each at most.
+    let refused = history.duplicates + history.rejected;
+    assert!((1..=4 * 60).contains(&refused), "{history:?}");
+    let naive = Replay::new(tempfile::tempdir().unwrap().path())
+        .input(&file)
+        .run()
+        .unwrap();
+    assert_eq!(history.readings + refused, naive.readings);
+    assert_eq!(naive.rejected, 0);
+}

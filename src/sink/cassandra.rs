@@ -168,7 +168,7 @@ pub const MAX_TTL_S: u64 = 630_720_000;
 pub const MAX_READ_BUCKETS: usize = 10_000;
 
 /// Where and how to write the speed views. Durations are (de)serialized as whole milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CassandraSinkConfig {
     /// `host:port` of one or more nodes to contact first; the driver discovers the others.
@@ -223,6 +223,9 @@ pub struct CassandraSinkConfig {
     pub schema_timeout: Duration,
     /// Threads of the tokio runtime that drives the driver.
     pub runtime_threads: usize,
+    /// The calendar of the buckets: a window's bucket is its local day, month or year.
+    #[serde(skip)]
+    pub calendar: time::Calendar,
 }
 
 impl Default for CassandraSinkConfig {
@@ -246,6 +249,7 @@ impl Default for CassandraSinkConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             schema_timeout: DEFAULT_SCHEMA_TIMEOUT,
             runtime_threads: DEFAULT_RUNTIME_THREADS,
+            calendar: time::Calendar::Naive,
         }
     }
 }
@@ -578,10 +582,24 @@ pub fn upsert_values(
     write_ts_us: i64,
     ttl_s: Option<i32>,
 ) -> (bool, Vec<CqlValue>) {
+    upsert_values_in(&time::Calendar::Naive, key, agg, write_ts_us, ttl_s)
+}
+
+/// [`upsert_values`] with the bucket of the window's local start in `calendar`.
+pub fn upsert_values_in(
+    calendar: &time::Calendar,
+    key: &WindowKey,
+    agg: &Aggregate,
+    write_ts_us: i64,
+    ttl_s: Option<i32>,
+) -> (bool, Vec<CqlValue>) {
     let f = agg.finish();
     let mut v = Vec::with_capacity(5 + double_columns().len() + 2);
     v.push(CqlValue::Text(key.meter.as_str().to_owned()));
-    v.push(CqlValue::Int(bucket_of(key.granularity, key.start)));
+    v.push(CqlValue::Int(bucket_of(
+        key.granularity,
+        calendar.to_local(key.start),
+    )));
     v.push(CqlValue::Timestamp(CqlTimestamp(key.start)));
     v.push(CqlValue::BigInt(f.samples.min(i64::MAX as u64) as i64));
     v.push(CqlValue::BigInt(f.covered_s.min(i64::MAX as u64) as i64));
@@ -662,6 +680,7 @@ struct Shared {
     views: Vec<Upserts>,
     retry_initial: Duration,
     retry_max: Duration,
+    calendar: time::Calendar,
 }
 
 impl Shared {
@@ -842,6 +861,7 @@ async fn open(config: &CassandraSinkConfig) -> Result<Shared, CassandraError> {
         views,
         retry_initial: config.retry_initial,
         retry_max: config.retry_max,
+        calendar: config.calendar.clone(),
     })
 }
 
@@ -906,7 +926,12 @@ pub fn read_view(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<CassandraRow>, CassandraError> {
-    let buckets = buckets_between(granularity, from_ms, to_ms);
+    let calendar = &views.shared.calendar;
+    let buckets = buckets_between(
+        granularity,
+        calendar.to_local(from_ms),
+        calendar.to_local(to_ms),
+    );
     if buckets.len() > MAX_READ_BUCKETS {
         return Err(CassandraError::Config(format!(
             "range [{from_ms}, {to_ms}) spans more than {MAX_READ_BUCKETS} {granularity} buckets"
@@ -1091,7 +1116,8 @@ async fn write_rows(
     let mut values = Vec::with_capacity(write.rows.len());
     for (key, agg) in &write.rows {
         let view = shared.view(key.granularity);
-        let (with_pf, row) = upsert_values(key, agg, write.write_ts, view.ttl_s);
+        let (with_pf, row) =
+            upsert_values_in(&shared.calendar, key, agg, write.write_ts, view.ttl_s);
         batch.append_statement(if with_pf {
             view.with_pf.clone()
         } else {

@@ -44,7 +44,10 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
-pub use layout::{partition_bounds, partition_of, view_batch, view_schema};
+pub use layout::{
+    partition_bounds, partition_bounds_in, partition_of, partition_of_in, view_batch,
+    view_batch_for, view_schema, view_schema_for,
+};
 pub use manifest::{read_manifest, update_manifest, Manifest, PartitionEntry};
 pub use writer::{clean_debris, write_partition};
 
@@ -67,6 +70,8 @@ pub struct ParquetSinkConfig {
     pub out: PathBuf,
     /// zstd compression level.
     pub zstd_level: i32,
+    /// The calendar of partitions and of `window_start` (default: naive local time).
+    pub calendar: crate::time::Calendar,
 }
 
 impl ParquetSinkConfig {
@@ -75,6 +80,7 @@ impl ParquetSinkConfig {
         ParquetSinkConfig {
             out: out.into(),
             zstd_level: DEFAULT_ZSTD_LEVEL,
+            calendar: crate::time::Calendar::Naive,
         }
     }
 }
@@ -151,10 +157,13 @@ pub fn parquet_sink<'scope>(
 ) -> StreamVec<'scope, Time, ()> {
     let scope = updates.scope();
     let mut builder = OperatorBuilder::new("ParquetViewSink".to_owned(), scope);
-    let pact = Exchange::new(|((k, _), _, _): &((WindowKey, Aggregate), Time, isize)| {
-        let (start, _) = partition_bounds(k.granularity, k.start);
-        (start as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k.granularity as u64
-    });
+    let calendar = config.calendar.clone();
+    let pact = Exchange::new(
+        move |((k, _), _, _): &((WindowKey, Aggregate), Time, isize)| {
+            let (start, _) = partition_bounds_in(&calendar, k.granularity, k.start);
+            (start as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k.granularity as u64
+        },
+    );
     let mut input = builder.new_input(updates, pact);
     let (output, durable) = builder.new_output::<Vec<()>>();
     let address = builder.operator_info().address;
@@ -190,13 +199,15 @@ pub fn parquet_sink<'scope>(
                             a
                         }
                         _ => {
-                            let (a, b) = partition_bounds(key.granularity, key.start);
+                            let (a, b) =
+                                partition_bounds_in(&config.calendar, key.granularity, key.start);
                             last = Some((key.granularity, a, b));
                             a
                         }
                     };
                     let (part, held) = open.entry((key.granularity, pstart)).or_insert_with(|| {
-                        let end = partition_bounds(key.granularity, key.start).1;
+                        let end =
+                            partition_bounds_in(&config.calendar, key.granularity, key.start).1;
                         // One meter's windows: growth copies big rows, so start at the likely size.
                         let expected = ((end - pstart) / key.granularity.len_ms()) as usize;
                         let part = OpenPartition {

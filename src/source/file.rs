@@ -69,6 +69,8 @@ pub struct FileSourceConfig {
     /// durable in the views; they are skipped (counted in [`SourceStats::already_durable`]),
     /// though their ends still count for the hand-over. `None`: a fresh run.
     pub resume_from: Option<i64>,
+    /// The files' timestamps are naive local time; in a zone they become UTC instants.
+    pub calendar: crate::time::Calendar,
 }
 
 impl FileSourceConfig {
@@ -83,6 +85,7 @@ impl FileSourceConfig {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             switch_at: None,
             resume_from: None,
+            calendar: crate::time::Calendar::Naive,
         }
     }
 }
@@ -733,7 +736,11 @@ pub fn file_source<'scope>(
                         let mut skipped = 0u64;
                         // Per-row watermark: a row is late if it is behind the largest event
                         // time seen before it by more than the lateness.
-                        for r in readings {
+                        let zoned = config.calendar.is_zoned();
+                        for mut r in readings {
+                            if zoned {
+                                r.ts = config.calendar.from_local(r.ts);
+                            }
                             if r.ts >= switch_at {
                                 after_switch += 1;
                                 continue;

@@ -228,7 +228,7 @@ pub fn kafka_source<'scope>(
             let mut behind = false;
             let mut lag_ms = i64::MIN;
             if !blocked {
-                let now_ms = wall_clock_ms();
+                let now_ms = worker.config.calendar.now_ms();
                 worker.now = Instant::now();
                 let max_batch = worker.config.max_batch.max(1);
                 while taken < max_batch {

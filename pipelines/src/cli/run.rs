@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Live readings further ahead of the wall clock than this are refused (default 5m).
     #[arg(long, value_parser = parse_duration)]
     pub max_future_skew: Option<Duration>,
+    /// `naive` (default: the data's local time) or an IANA zone, e.g. `Europe/Paris`: hour and
+    /// day windows follow its local calendar; live readings carry UTC epoch milliseconds.
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
     /// Dead-letter topic (default `<topic>.rejected`).
     #[arg(long)]
     pub dead_letter_topic: Option<String>,
@@ -132,6 +136,9 @@ impl RunArgs {
         }
         if let Some(s) = &self.switch_at {
             put(&mut f, "pipeline", "switch_at", json!(s));
+        }
+        if let Some(z) = &self.timezone {
+            put(&mut f, "pipeline", "timezone", json!(z));
         }
         if let Some(s) = &self.summary_json {
             put(&mut f, "pipeline", "summary_json", json!(s));

@@ -11,35 +11,64 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use crate::model::{Aggregate, Granularity, Measure, WindowKey};
-use crate::time;
+use crate::time::{self, Calendar};
 
-/// Hive partition of a window: `(first instant, end)`.
+/// Hive partition of a window in the naive calendar: `(first instant, end)`.
 pub fn partition_bounds(granularity: Granularity, start: i64) -> (i64, i64) {
-    match granularity {
-        Granularity::Minute => time::month_bounds(start),
-        Granularity::Hour | Granularity::Day => time::year_bounds(start),
+    partition_bounds_in(&Calendar::Naive, granularity, start)
+}
+
+/// Hive partition of a window in `calendar` (local months and years): `(first instant, end)`.
+pub fn partition_bounds_in(
+    calendar: &Calendar,
+    granularity: Granularity,
+    start: i64,
+) -> (i64, i64) {
+    match (calendar, granularity) {
+        (Calendar::Naive, Granularity::Minute) => time::month_bounds(start),
+        (Calendar::Naive, _) => time::year_bounds(start),
+        (_, Granularity::Minute) => calendar.month_bounds(start),
+        (_, _) => calendar.year_bounds(start),
     }
 }
 
 /// Hive partition of a window: `(first instant, end, folder name)`.
 pub fn partition_of(granularity: Granularity, start: i64) -> (i64, i64, String) {
-    let (a, b) = partition_bounds(granularity, start);
+    partition_of_in(&Calendar::Naive, granularity, start)
+}
+
+/// [`partition_of`] in `calendar`: the folder is named after the local month or year.
+pub fn partition_of_in(
+    calendar: &Calendar,
+    granularity: Granularity,
+    start: i64,
+) -> (i64, i64, String) {
+    let (a, b) = partition_bounds_in(calendar, granularity, start);
+    let date = calendar.format_date(a);
     let name = match granularity {
-        Granularity::Minute => format!("month={}", &time::format_date(a)[..7]),
-        Granularity::Hour | Granularity::Day => format!("year={}", &time::format_date(a)[..4]),
+        Granularity::Minute => format!("month={}", &date[..7]),
+        Granularity::Hour | Granularity::Day => format!("year={}", &date[..4]),
     };
     (a, b, name)
 }
 
-/// The Arrow schema of the views.
+/// The Arrow schema of the views: `window_start` a naive timestamp.
 pub fn view_schema() -> SchemaRef {
+    view_schema_for(&Calendar::Naive)
+}
+
+/// The Arrow type of `window_start`: naive, or a UTC instant (`TIMESTAMP WITH TIME ZONE` to
+/// DuckDB and Spark) when the views follow a time zone.
+pub fn window_start_type(calendar: &Calendar) -> DataType {
+    let zone = calendar.is_zoned().then(|| "UTC".into());
+    DataType::Timestamp(TimeUnit::Millisecond, zone)
+}
+
+/// The Arrow schema of the views in `calendar`.
+pub fn view_schema_for(calendar: &Calendar) -> SchemaRef {
     let mut fields = vec![
         Field::new("meter", DataType::Utf8, false),
-        Field::new(
-            "window_start",
-            DataType::Timestamp(TimeUnit::Millisecond, None),
-            false,
-        ),
+        Field::new("window_start", window_start_type(calendar), false),
         Field::new("samples", DataType::Int64, false),
         Field::new("covered_seconds", DataType::Int64, false),
     ];
@@ -63,8 +92,16 @@ pub fn view_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Builds a record batch of view rows, in the given order.
+/// Builds a record batch of view rows, in the given order (naive `window_start`).
 pub fn view_batch(
+    rows: &[(WindowKey, &Aggregate)],
+) -> Result<RecordBatch, arrow_schema::ArrowError> {
+    view_batch_for(&Calendar::Naive, rows)
+}
+
+/// Builds a record batch of view rows in `calendar`'s schema, in the given order.
+pub fn view_batch_for(
+    calendar: &Calendar,
     rows: &[(WindowKey, &Aggregate)],
 ) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let n = rows.len();
@@ -105,7 +142,10 @@ pub fn view_batch(
     }
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(meter.finish()),
-        Arc::new(TimestampMillisecondArray::from(starts)),
+        Arc::new(match calendar.is_zoned() {
+            true => TimestampMillisecondArray::from(starts).with_timezone("UTC"),
+            false => TimestampMillisecondArray::from(starts),
+        }),
         Arc::new(samples.finish()),
         Arc::new(covered.finish()),
     ];
@@ -120,7 +160,7 @@ pub fn view_batch(
     columns.push(Arc::new(energy.finish()));
     columns.push(Arc::new(unmetered.finish()));
     columns.push(Arc::new(pf.finish()));
-    RecordBatch::try_new(view_schema(), columns)
+    RecordBatch::try_new(view_schema_for(calendar), columns)
 }
 
 /// Writer settings: timestamps and counts delta-encoded (near zero bits a row); dictionary only

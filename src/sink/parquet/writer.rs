@@ -14,11 +14,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
-use super::layout::{partition_of, view_batch, view_schema, writer_properties};
+use super::layout::{partition_of_in, view_batch_for, writer_properties};
 use super::manifest::{update_manifest, PartitionEntry};
 use super::{OpenPartition, ParquetSinkConfig, ParquetStats, SinkReport, PART_FILE};
 use crate::model::{Aggregate, Granularity, WindowKey};
 use crate::time::format_iso;
+use crate::time::Calendar;
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -52,9 +53,10 @@ pub fn write_partition(
     dir: &Path,
     rows: &[(WindowKey, &Aggregate)],
     zstd_level: i32,
+    calendar: &Calendar,
 ) -> Result<RecordBatch, String> {
     let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.join(PART_FILE).display());
-    let batch = view_batch(rows).map_err(|e| ctx(&e))?;
+    let batch = view_batch_for(calendar, rows).map_err(|e| ctx(&e))?;
     let batch = merge_with_existing(&dir.join(PART_FILE), batch)?;
     write_batch(dir, &batch, zstd_level)?;
     Ok(batch)
@@ -85,7 +87,8 @@ pub fn merge_with_existing(path: &Path, new: RecordBatch) -> Result<RecordBatch,
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ctx(&e))
     };
     let builder = open()?;
-    if builder.schema().fields() != view_schema().fields() {
+    let schema = new.schema();
+    if builder.schema().fields() != schema.fields() {
         return Err(ctx(
             &"holds other columns than this version writes: move it away to rewrite the view",
         ));
@@ -141,8 +144,7 @@ pub fn merge_with_existing(path: &Path, new: RecordBatch) -> Result<RecordBatch,
         .map_err(|e| ctx(&e))?
         .collect::<Result<_, _>>()
         .map_err(|e| ctx(&e))?;
-    let old =
-        arrow_select::concat::concat_batches(&view_schema(), &batches).map_err(|e| ctx(&e))?;
+    let old = arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| ctx(&e))?;
     arrow_select::interleave::interleave_record_batch(&[&new, &old], &order).map_err(|e| ctx(&e))
 }
 
@@ -200,7 +202,7 @@ fn flush(
     partition_start: i64,
     part: OpenPartition,
 ) -> Result<Option<PartitionEntry>, String> {
-    let (_, _, name) = partition_of(granularity, partition_start);
+    let (_, _, name) = partition_of_in(&config.calendar, granularity, partition_start);
     drop(part.index);
     let mut rows: Vec<(WindowKey, &Aggregate)> = part
         .rows
@@ -226,7 +228,7 @@ fn flush(
         rows.sort_unstable_by_key(|(k, _)| order(k));
     }
     let dir = config.out.join(granularity.name()).join(&name);
-    let written = write_partition(&dir, &rows, config.zstd_level)?;
+    let written = write_partition(&dir, &rows, config.zstd_level, &config.calendar)?;
     let starts = written
         .column(1)
         .as_primitive::<arrow_array::types::TimestampMillisecondType>();
@@ -241,7 +243,7 @@ fn flush(
         samples: samples.iter().flatten().map(|s| s as u64).sum(),
         first_window: format_iso(first),
         last_window: format_iso(last),
-        last_window_end_ms: last + granularity.len_ms(),
+        last_window_end_ms: config.calendar.window(granularity, last).1,
     }))
 }
 

@@ -88,6 +88,10 @@ pub struct KafkaSourceConfig {
     /// again below it is skipped ([`crate::source::kafka::KafkaStats::already_durable`]), a
     /// message that was never read is too late. `None`: only the commit metadata's floor.
     pub resume_floor: Option<i64>,
+    /// The readings' time basis: naive local time (checked against this machine's local
+    /// clock for readings from the future) or UTC instants in a zone, whose local days group
+    /// the offsets a restart reads again.
+    pub calendar: crate::time::Calendar,
     /// Extra librdkafka properties for the consumer and the dead-letter producer (TLS, SASL,
     /// tuning), applied after the source's own settings.
     pub properties: Vec<(String, String)>,
@@ -116,6 +120,7 @@ impl KafkaSourceConfig {
             batches_in_flight: DEFAULT_BATCHES_IN_FLIGHT,
             exit_when_idle: None,
             resume_floor: None,
+            calendar: crate::time::Calendar::Naive,
             properties: Vec::new(),
         }
     }

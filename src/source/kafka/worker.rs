@@ -19,7 +19,7 @@ use crate::model::{Granularity, Origin, Reading, RejectReason};
 use crate::sink::dead_letter::DEAD_LETTER_RECORD_BYTES;
 use crate::source::handover::SwitchTimes;
 use crate::source::Rejection;
-use crate::time::{format_iso, DAY_MS};
+use crate::time::format_iso;
 use crate::Time;
 
 /// Counts commit results (asynchronous commits report through the consumer's poll).
@@ -215,7 +215,7 @@ impl Worker {
         p.max_ts = p.max_ts.max(reading.ts);
         p.watermark = p.watermark.max(p.max_ts.saturating_sub(lateness));
         p.days
-            .entry(Granularity::Day.window_start(reading.ts))
+            .entry(self.config.calendar.day_start(reading.ts))
             .or_insert(offset);
         self.readings.push((reading, cap, 1));
     }
@@ -252,12 +252,13 @@ impl Worker {
             .unwrap_or(self.cap)
             .min(i64::MAX as Time) as i64)
             .min(self.stats.commit_limit.load(Ordering::SeqCst));
-        let floor = Granularity::Day.window_start(frontier);
+        let floor = self.config.calendar.day_start(frontier);
         let mut planned = Vec::new();
         for (i, p) in self.partitions.iter_mut().enumerate() {
             let Some(next) = p.next_offset else { continue };
+            let calendar = &self.config.calendar;
             p.days
-                .retain(|&day, _| day.saturating_add(DAY_MS) > frontier);
+                .retain(|&day, _| calendar.window(Granularity::Day, day).1 > frontier);
             // A refusal is durable once its dead letter is: when the frontier passed its time.
             while p
                 .refused
