@@ -9,9 +9,12 @@
 //! scripts/services.sh up    # W2 needs the local Kafka and Cassandra
 //! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- w2 \
 //!     [--runs 3] [--households 100000 --seconds 30] [--rate 10000 --freshness-seconds 60]
+//! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- w4 \
+//!     [--runs 3] [--households 1000 --live-seconds 30]
 //! ```
 //!
-//! Modules: [`w1`] (the history-replay workload), [`w2`] (the live stream), [`measure`] (one child process: wall time and
+//! Modules: [`w1`] (the history-replay workload), [`w2`] (the live stream), [`w4`] (history
+//! then live in one graph), [`measure`] (one child process: wall time and
 //! peak RSS through `wait4`), [`check`] (reading back the Parquet views), [`peers`] (DuckDB and
 //! Polars in a Python venv), [`report`] (medians and the table), [`machine`] (what it ran on).
 
@@ -22,6 +25,7 @@ mod peers;
 mod report;
 mod w1;
 mod w2;
+mod w4;
 
 use std::process::ExitCode;
 
@@ -44,12 +48,16 @@ enum Workload {
     /// W2, the live stream: simulated households through Kafka into the Cassandra views;
     /// sustained readings/s and freshness (needs Kafka and Cassandra: `scripts/services.sh up`).
     W2(w2::W2Args),
+    /// W4, history then live in one graph: the whole UCI file, then a live topic fed in real
+    /// time; time from the history's end to live, and exact totals (needs Kafka and Cassandra).
+    W4(w4::W4Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().workload {
         Workload::W1(args) => w1::run(args),
         Workload::W2(args) => w2::run(args),
+        Workload::W4(args) => w4::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -604,7 +604,7 @@ fn resolve(path: &Path, root: &Path) -> Option<PathBuf> {
 
 /// The input as plain text: a `.gz` is unpacked once into `dir` and reused while the source's
 /// size and modification time are unchanged (recorded in a `.source` stamp beside it).
-fn unpack(source: &Path, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn unpack(source: &Path, dir: &Path) -> Result<PathBuf> {
     let name = source
         .file_name()
         .and_then(|n| n.to_str())

@@ -17,6 +17,7 @@
 //! | `wattflow_sink_write_errors_total` | counter | `sink` |
 //! | `wattflow_kafka_lag` | gauge | `partition` (messages behind the partition's end) |
 //! | `wattflow_kafka_behind_real_time_seconds` | gauge | |
+//! | `wattflow_kafka_following` | gauge | (1 once the history is read) |
 //! | `wattflow_dead_letters_pending` | gauge | |
 //! | `wattflow_watermark_lag_seconds` | gauge | (wall clock − the event-time watermark) |
 //! | `wattflow_history_bytes_total` | counter | |
@@ -207,6 +208,15 @@ impl Collector for PipelineCollector {
             &[(
                 vec![],
                 p.kafka.behind_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            )],
+        )?;
+        gauge(
+            &mut encoder,
+            "wattflow_kafka_following",
+            "1 once the history is read and the Kafka source follows the topic.",
+            &[(
+                vec![],
+                f64::from(u8::from(p.kafka.following.load(Ordering::SeqCst))),
             )],
         )?;
         gauge(

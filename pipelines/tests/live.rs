@@ -9,7 +9,6 @@ mod common;
 
 use common::servers::*;
 
-use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -18,9 +17,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, TopicPartitionList};
 use wattflow::format::json::render_message;
-use wattflow::model::{Granularity, Measure, MeterId, Origin, Reading};
+use wattflow::model::{Granularity, Reading};
 use wattflow::simulate::{ensure_topic, simulate, ReadingProducer, SimulatorConfig};
-use wattflow::sink::cassandra::{read_view, CassandraRow};
+use wattflow::sink::cassandra::read_view;
 use wattflow_pipelines::Live;
 
 fn run_live(env: &Env, topic: &str, keyspace: &str) -> wattflow_pipelines::LiveSummary {
@@ -28,81 +27,6 @@ fn run_live(env: &Env, topic: &str, keyspace: &str) -> wattflow_pipelines::LiveS
         .workers(2)
         .run(Arc::new(AtomicBool::new(false)))
         .expect("live run")
-}
-
-fn reading(meter: &str, ts: i64, interval_s: u32, values: [i32; 7]) -> Reading {
-    Reading {
-        meter: MeterId::new(meter).unwrap(),
-        ts,
-        interval_s,
-        values,
-        origin: Origin::default(),
-    }
-}
-
-/// Expected rows computed here, from scratch: count, sum, min, max per measure.
-#[derive(Default, Debug)]
-struct Expect {
-    samples: i64,
-    sum: [i64; 7],
-    min: [i64; 7],
-    max: [i64; 7],
-}
-
-fn expected(readings: &[Reading], g: Granularity) -> BTreeMap<(String, i64), Expect> {
-    let mut out: BTreeMap<(String, i64), Expect> = BTreeMap::new();
-    let mut seen = std::collections::BTreeSet::new();
-    for r in readings {
-        if !seen.insert((r.meter, r.ts)) {
-            continue;
-        }
-        let len = g.len_ms();
-        let e = out
-            .entry((r.meter.to_string(), r.ts - r.ts.rem_euclid(len)))
-            .or_insert_with(|| Expect {
-                min: [i64::MAX; 7],
-                max: [i64::MIN; 7],
-                ..Expect::default()
-            });
-        e.samples += 1;
-        for i in 0..7 {
-            let v = r.values[i] as i64;
-            e.sum[i] += v;
-            e.min[i] = e.min[i].min(v);
-            e.max[i] = e.max[i].max(v);
-        }
-    }
-    out
-}
-
-fn assert_rows_match(
-    g: Granularity,
-    got: &BTreeMap<(String, i64), CassandraRow>,
-    want: &BTreeMap<(String, i64), Expect>,
-) {
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "{g}: windows differ"
-    );
-    for (key, e) in want {
-        let row = &got[key];
-        assert_eq!(row.samples, e.samples, "{g} {key:?} samples");
-        for m in Measure::ALL {
-            let i = m.index();
-            for (stat, v) in [("sum", e.sum[i]), ("min", e.min[i]), ("max", e.max[i])] {
-                let col = format!("{}_{stat}", m.name());
-                assert_eq!(row.values[&col], v as f64 / 1000.0, "{g} {key:?} {col}");
-            }
-            let avg = row.values[&format!("{}_avg", m.name())];
-            let want_avg = e.sum[i] as f64 / e.samples as f64 / 1000.0;
-            assert!(
-                (avg - want_avg).abs() < 1e-9,
-                "{g} {key:?} {} avg {avg} vs {want_avg}",
-                m.name()
-            );
-        }
-    }
 }
 
 #[test]

@@ -168,3 +168,152 @@ fn a_topic_that_also_holds_the_history_counts_every_reading_once() {
     assert_batch_equals_replay_to_its_mark(out.path(), reference.path());
     assert_speed_equals_batch(&env, &keyspace, reference.path(), "household-1");
 }
+
+/// The letters of a dead-letter topic (one partition), as JSON.
+fn dead_letters(env: &Env, topic: &str, want: usize) -> Vec<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &env.kafka)
+        .set("group.id", unique("dlq-reader"))
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while out.len() < want && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(300)) {
+            out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+        }
+    }
+    // Anything more would be a letter too many.
+    if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_secs(2)) {
+        out.push(serde_json::from_slice(m.payload().unwrap()).unwrap());
+    }
+    out
+}
+
+#[test]
+fn late_duplicate_covered_and_future_readings_are_handled_in_the_live_phase() {
+    use wattflow::model::{Granularity, Reading};
+    use wattflow::simulate::{ensure_topic, ReadingProducer};
+    let Some(env) = env() else { return };
+    let _shared = common::servers::SERVERS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let day = wattflow::time::naive_to_ms(2024, 3, 1, 0, 0, 0).unwrap();
+    let at = |h: i64, m: i64, s: i64| day + ((h * 60 + m) * 60 + s) * 1000;
+    let values = |i: i64| {
+        [
+            1_000 + (i * 37 % 500) as i32,
+            100,
+            230_000 + i as i32,
+            4_500,
+            0,
+            1_000,
+            2_000,
+        ]
+    };
+    // History: 09:00-11:59, one reading a minute, so the switch is at 12:00.
+    let history_file = dir.path().join("history.txt");
+    let mut text = String::from("Date;Time;Global_active_power;Global_reactive_power;Voltage;Global_intensity;Sub_metering_1;Sub_metering_2;Sub_metering_3\n");
+    let mut history = Vec::new();
+    for i in 0..180 {
+        let r = reading("household-1", at(9, 0, 0) + i * 60_000, 60, values(i));
+        let t = r.ts.rem_euclid(86_400_000) / 1000;
+        let v: Vec<String> = r
+            .values
+            .iter()
+            .map(|&x| format!("{}.{:03}", x / 1000, x % 1000))
+            .collect();
+        text.push_str(&format!(
+            "1/3/2024;{:02}:{:02}:{:02};{}\n",
+            t / 3600,
+            t / 60 % 60,
+            t % 60,
+            v.join(";")
+        ));
+        history.push(r);
+    }
+    std::fs::write(&history_file, text).unwrap();
+
+    let topic = unique("cases");
+    let keyspace = unique("wf_cases");
+    ensure_topic(&env.kafka, &topic, 1).unwrap();
+    ensure_topic(&env.kafka, &format!("{topic}.rejected"), 1).unwrap();
+    let mut producer = ReadingProducer::new(&env.kafka, &topic).unwrap();
+    let live: Vec<Reading> = (0..30)
+        .map(|i| reading("household-1", at(12, i, 0), 60, values(200 + i)))
+        .collect();
+    for r in &live {
+        assert!(producer.send(r));
+    }
+    // Late within the lateness (10 min behind 12:29): corrects its window.
+    let late = reading("household-1", at(12, 25, 30), 60, values(999));
+    assert!(producer.send(&late));
+    // Beyond it (19 min behind): dead-lettered as too late.
+    assert!(producer.send(&reading("household-1", at(12, 10, 30), 60, values(5))));
+    // The same reading twice: counted once, the copy dead-lettered.
+    assert!(producer.send(&live[20]));
+    // A reading history already holds: covered, neither counted again nor a dead letter.
+    assert!(producer.send(&history[150]));
+    // From the future.
+    let future = wattflow::time::now_unix_ms() + 2 * 86_400_000;
+    assert!(producer.send(&reading("household-1", future, 60, values(1))));
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+
+    let out = dir.path().join("views");
+    let summary = run(&env, &history_file, &topic, &keyspace, &out);
+    let k = summary.kafka.clone().unwrap();
+    assert_eq!(k.covered_by_history, 1, "{summary:?}");
+    assert_eq!(k.readings, 30 + 1 + 1, "{summary:?}"); // the copy reaches the window operator
+    assert_eq!(k.duplicates, 1, "{summary:?}");
+    assert_eq!(k.rejected, 2, "too late and from the future: {summary:?}");
+
+    let letters = dead_letters(&env, &format!("{topic}.rejected"), 3);
+    let mut kinds: Vec<&str> = letters
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["duplicate", "from_the_future", "too_late"],
+        "{letters:?}"
+    );
+    for l in &letters {
+        assert!(l["reason"].as_str().unwrap().len() > 5);
+        assert_eq!(l["topic"], topic.as_str());
+    }
+
+    let mut counted = history.clone();
+    counted.extend(live.iter().copied());
+    counted.push(late);
+    let v = views(&env, &keyspace);
+    for g in Granularity::ALL {
+        let want = expected(&counted, g);
+        let got = cassandra_rows(&v, g, &["household-1".into()], day, day + 86_400_000);
+        assert_rows_match(g, &got, &want);
+        // The batch view holds the same windows with the same values.
+        let batch = common::by_window(common::read_view(&out, g.name()));
+        assert_eq!(batch.len(), want.len(), "{g}");
+        for ((meter, start), e) in &want {
+            let row = &batch[&(meter.clone(), *start)];
+            assert_eq!(row.samples, e.samples, "{g} {start}");
+            for i in 0..7 {
+                assert_eq!(
+                    row.dec[i],
+                    [e.sum[i] as i128, e.min[i] as i128, e.max[i] as i128]
+                );
+            }
+        }
+    }
+    let minute = expected(&counted, Granularity::Minute);
+    assert_eq!(
+        minute[&("household-1".to_string(), at(12, 25, 0))].samples,
+        2
+    );
+    drop_keyspace(&v, &keyspace);
+}

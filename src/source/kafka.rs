@@ -145,6 +145,9 @@ pub fn kafka_source<'scope>(
         builder.new_input(h.ends, timely::dataflow::channels::pact::Pipeline)
     });
     let mut history_done = ends_input.is_none();
+    if history_done {
+        stats.following.store(true, Ordering::SeqCst);
+    }
 
     builder.build_reschedule(move |capabilities| {
         let mut caps = Some(capabilities);
@@ -184,6 +187,7 @@ pub fn kafka_source<'scope>(
                     }
                     _ => {
                         history_done = true;
+                        worker.stats.following.store(true, Ordering::SeqCst);
                         if worker.index == 0 {
                             tracing::info!(
                                 meters = worker.switch.meters(),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use wattflow::model::Granularity;
+use wattflow::model::{Granularity, Measure, MeterId, Origin, Reading};
 use wattflow::sink::cassandra::{
     connect, read_view, CassandraRow, CassandraSinkConfig, CassandraViews,
 };
@@ -137,4 +137,79 @@ pub fn assert_speed_equals_batch(env: &Env, keyspace: &str, batch: &Path, meter:
         }
     }
     drop_keyspace(&v, keyspace);
+}
+
+pub fn reading(meter: &str, ts: i64, interval_s: u32, values: [i32; 7]) -> Reading {
+    Reading {
+        meter: MeterId::new(meter).unwrap(),
+        ts,
+        interval_s,
+        values,
+        origin: Origin::default(),
+    }
+}
+
+/// Expected rows computed here, from scratch: count, sum, min, max per measure.
+#[derive(Default, Debug)]
+pub struct Expect {
+    pub samples: i64,
+    pub sum: [i64; 7],
+    pub min: [i64; 7],
+    pub max: [i64; 7],
+}
+
+pub fn expected(readings: &[Reading], g: Granularity) -> BTreeMap<(String, i64), Expect> {
+    let mut out: BTreeMap<(String, i64), Expect> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for r in readings {
+        if !seen.insert((r.meter, r.ts)) {
+            continue;
+        }
+        let len = g.len_ms();
+        let e = out
+            .entry((r.meter.to_string(), r.ts - r.ts.rem_euclid(len)))
+            .or_insert_with(|| Expect {
+                min: [i64::MAX; 7],
+                max: [i64::MIN; 7],
+                ..Expect::default()
+            });
+        e.samples += 1;
+        for i in 0..7 {
+            let v = r.values[i] as i64;
+            e.sum[i] += v;
+            e.min[i] = e.min[i].min(v);
+            e.max[i] = e.max[i].max(v);
+        }
+    }
+    out
+}
+
+pub fn assert_rows_match(
+    g: Granularity,
+    got: &BTreeMap<(String, i64), CassandraRow>,
+    want: &BTreeMap<(String, i64), Expect>,
+) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{g}: windows differ"
+    );
+    for (key, e) in want {
+        let row = &got[key];
+        assert_eq!(row.samples, e.samples, "{g} {key:?} samples");
+        for m in Measure::ALL {
+            let i = m.index();
+            for (stat, v) in [("sum", e.sum[i]), ("min", e.min[i]), ("max", e.max[i])] {
+                let col = format!("{}_{stat}", m.name());
+                assert_eq!(row.values[&col], v as f64 / 1000.0, "{g} {key:?} {col}");
+            }
+            let avg = row.values[&format!("{}_avg", m.name())];
+            let want_avg = e.sum[i] as f64 / e.samples as f64 / 1000.0;
+            assert!(
+                (avg - want_avg).abs() < 1e-9,
+                "{g} {key:?} {} avg {avg} vs {want_avg}",
+                m.name()
+            );
+        }
+    }
 }

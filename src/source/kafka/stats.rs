@@ -27,6 +27,9 @@ pub struct KafkaStats {
     pub behind_ms: std::sync::atomic::AtomicI64,
     /// Readings read again after a restart whose windows were already durable: skipped.
     pub already_durable: AtomicU64,
+    /// Set once the history of a hand-over is read and the source follows the topic (at once
+    /// without history).
+    pub following: std::sync::atomic::AtomicBool,
     /// Offsets are committed only for windows ending at or before this instant (ms; the
     /// pipeline's last checkpoint, so its progress file is never behind the commits);
     /// `i64::MAX`: no limit.
@@ -59,6 +62,7 @@ impl Default for KafkaStats {
             covered: AtomicU64::new(0),
             behind_ms: Default::default(),
             already_durable: AtomicU64::new(0),
+            following: Default::default(),
             commit_limit: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(i64::MAX)),
             hold_commits: Default::default(),
             committed_offsets: AtomicU64::new(0),
