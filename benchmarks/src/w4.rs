@@ -280,6 +280,15 @@ pub fn run(args: W4Args) -> Result<()> {
     }
     let med = |f: &dyn Fn(&W4Run) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     let to_live = med(&|r| r.to_live_s.unwrap_or(f64::INFINITY));
+    let machine_line = format!(
+        "{} CPUs ({}), {} MiB, load {}, {}, wattflow {}",
+        machine.cpus,
+        machine.cpu_model,
+        machine.memory_mib,
+        machine.load_average,
+        machine.rustc,
+        machine.wattflow_commit
+    );
     let table = format!(
         "### W4 — history, then live, one graph ({} UTC)\n\n{}\n\n\
          Whole UCI file as history, then {} households at one reading a second for {} s, fed in \
@@ -293,15 +302,7 @@ pub fn run(args: W4Args) -> Result<()> {
          | runs with exact totals (day view = history rows + readings produced) | {} of {} |\n\
          | live readings covered by history (must be 0) | {} |\n",
         now_utc(),
-        format!(
-            "{} CPUs ({}), {} MiB, load {}, {}, wattflow {}",
-            machine.cpus,
-            machine.cpu_model,
-            machine.memory_mib,
-            machine.load_average,
-            machine.rustc,
-            machine.wattflow_commit
-        ),
+        machine_line,
         args.households,
         args.live_seconds,
         args.workers,
