@@ -103,11 +103,12 @@ struct W4Run {
     peak_rss_mib: f64,
 }
 
-/// A gauge or counter value from Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
+/// The value of one series (`name` or `name{labels}`, written as the exporter writes it) in
+/// Prometheus text.
+fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .find(|l| l.rsplit_once(' ').map(|(s, _)| s) == Some(series))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
@@ -176,7 +177,8 @@ fn one_run(args: &W4Args, bin: &Path, input: &Path, work: &Path, run: usize) -> 
                     }
                     let behind = metric(&text, "wattflow_kafka_behind_real_time_seconds");
                     let lag = metric(&text, "wattflow_watermark_lag_seconds");
-                    let read = metric(&text, "wattflow_readings_total").unwrap_or(0.0);
+                    let read =
+                        metric(&text, "wattflow_readings_total{source=\"kafka\"}").unwrap_or(0.0);
                     let live = matches!((behind, lag), (Some(b), Some(l)) if b <= 2.0 && l <= 2.0);
                     if m.0.is_some() && m.1.is_none() && live && read > 0.0 {
                         m.1 = Some(now);
@@ -331,4 +333,15 @@ pub fn run(args: W4Args) -> Result<()> {
         "a run's totals were not exact"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn series_are_read_by_name_and_labels() {
+        let text = "# TYPE x gauge\nx 1.5\ny_total{source=\"a\"} 3\ny_total{source=\"b\"} 4\n";
+        assert_eq!(super::metric(text, "x"), Some(1.5));
+        assert_eq!(super::metric(text, "y_total{source=\"b\"}"), Some(4.0));
+        assert_eq!(super::metric(text, "y_total"), None);
+    }
 }

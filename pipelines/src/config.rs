@@ -31,7 +31,7 @@ use wattflow::source::handover::SwitchAt;
 use wattflow::source::kafka::{self, KafkaSourceConfig, StartFrom};
 use wattflow::time::Calendar;
 
-use crate::graph::Pipeline;
+use crate::graph::{Cluster, Pipeline};
 
 /// Environment variables read, and the key each one sets (only in a section that is on).
 pub const ENVIRONMENT: &[(&str, &str, &str)] = &[
@@ -132,6 +132,14 @@ pub struct PipelineSection {
     /// `naive` (the data's local time, as the UCI file) or an IANA zone such as
     /// `Europe/Paris`: hour and day windows follow its local calendar.
     pub timezone: String,
+    /// Processes of a timely cluster (1: one process).
+    pub processes: usize,
+    /// This process's index in the cluster.
+    pub process: usize,
+    /// The cluster's addresses, one `host:port` per line in process order (default
+    /// `localhost:2101`, `localhost:2102`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostfile: Option<PathBuf>,
 }
 
 impl Default for PipelineSection {
@@ -144,6 +152,9 @@ impl Default for PipelineSection {
             summary_json: None,
             log_every: Duration::from_secs(5),
             timezone: "naive".into(),
+            processes: 1,
+            process: 0,
+            hostfile: None,
         }
     }
 }
@@ -480,6 +491,11 @@ impl ConfigFile {
             .switch_at(switch_at)
             .log_every(p.log_every)
             .timezone(calendar);
+        if p.processes > 1 {
+            let cluster = Cluster::from_hostfile(p.processes, p.process, p.hostfile.as_deref())
+                .map_err(|e| invalid("pipeline.processes", e))?;
+            pipeline = pipeline.cluster(cluster);
+        }
         if let Some(addr) = &p.metrics_listen {
             pipeline = pipeline.metrics_listen(addr);
         }

@@ -254,6 +254,7 @@ struct Context {
     dead_letters: Arc<DeadLetterConfig>,
     /// The checkpoint this run starts from (with Parquet views only).
     checkpoint: Option<Checkpoint>,
+    workers_per_process: usize,
     stop: Arc<AtomicBool>,
 }
 
@@ -389,8 +390,65 @@ impl Context {
                 start.clone(),
                 Arc::clone(&self.progress.kafka.commit_limit),
                 Arc::clone(&self.errors),
+                self.workers_per_process,
             );
         }
+    }
+}
+
+/// Timely's cluster mode: `processes` processes of `workers` threads each, this one number
+/// `process`, at `addresses` (one `host:port` per process, in process order).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cluster {
+    /// Processes in the cluster (1: a single process).
+    pub processes: usize,
+    /// This process's index, `0..processes`.
+    pub process: usize,
+    /// Every process's address; default `localhost:2101`, `localhost:2102`, ...
+    pub addresses: Vec<String>,
+}
+
+impl Cluster {
+    /// Reads the addresses from a host file: one `host:port` per line, in process order (the
+    /// format of timely's `--hostfile`).
+    pub fn from_hostfile(
+        processes: usize,
+        process: usize,
+        hostfile: Option<&std::path::Path>,
+    ) -> Result<Cluster, String> {
+        if process >= processes.max(1) {
+            return Err(format!(
+                "--process {process} is not below --processes {processes}"
+            ));
+        }
+        let addresses = match hostfile {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let lines: Vec<String> = text
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned)
+                    .collect();
+                if lines.len() < processes {
+                    return Err(format!(
+                        "{}: {} addresses for {processes} processes",
+                        path.display(),
+                        lines.len()
+                    ));
+                }
+                lines.into_iter().take(processes).collect()
+            }
+            None => (0..processes)
+                .map(|i| format!("localhost:{}", 2101 + i))
+                .collect(),
+        };
+        Ok(Cluster {
+            processes,
+            process,
+            addresses,
+        })
     }
 }
 
@@ -425,6 +483,7 @@ pub struct Pipeline {
     log_every: Option<Duration>,
     metrics_listen: Option<String>,
     calendar: Calendar,
+    cluster: Option<Cluster>,
     progress: Arc<Progress>,
 }
 
@@ -454,6 +513,7 @@ impl Pipeline {
             log_every: None,
             metrics_listen: None,
             calendar: Calendar::Naive,
+            cluster: None,
             progress,
         }
     }
@@ -530,6 +590,20 @@ impl Pipeline {
     pub fn timezone(mut self, calendar: Calendar) -> Pipeline {
         self.calendar = calendar;
         self
+    }
+
+    /// Runs as one process of a timely cluster (`workers` threads in each process). Every
+    /// process runs the same command with its own `process`; history inputs and the output
+    /// folder must be on a file system all of them see. Kafka partitions are spread over all
+    /// workers of all processes; one manifest per granularity is shared (updated under a file
+    /// lock); process 0 keeps the progress file and the dead-letter file.
+    pub fn cluster(mut self, cluster: Cluster) -> Pipeline {
+        self.cluster = (cluster.processes > 1).then_some(cluster);
+        self
+    }
+
+    fn process_index(&self) -> usize {
+        self.cluster.as_ref().map_or(0, |c| c.process)
     }
 
     /// Serves Prometheus metrics at `http://addr/metrics` while the pipeline runs (see
@@ -612,8 +686,12 @@ impl Pipeline {
             let io =
                 |e: std::io::Error| PipelineError::Output(vec![format!("{}: {e}", out.display())]);
             std::fs::create_dir_all(out).map_err(io)?;
-            // Temporaries a killed run left behind.
-            let removed = clean_debris(out).map_err(io)?;
+            // Temporaries a killed run left behind (process 0 of a cluster only: the others
+            // would race with its first writes).
+            let removed = match self.process_index() {
+                0 => clean_debris(out).map_err(io)?,
+                _ => 0,
+            };
             if removed > 0 {
                 tracing::info!(
                     "removed {removed} temporary file(s) a previous run left in {}",
@@ -650,6 +728,7 @@ impl Pipeline {
                         k.resume_floor = floor;
                     }
                 }
+                None if self.process_index() != 0 => {}
                 None => recovery::write(&parquet.out, &start)
                     .map_err(|e| PipelineError::Output(vec![e]))?,
             }
@@ -713,6 +792,7 @@ impl Pipeline {
             errors: Arc::new(Mutex::new(Vec::new())),
             dead_letters,
             checkpoint: start_checkpoint.clone(),
+            workers_per_process: self.workers,
             stop,
         });
 
@@ -728,7 +808,20 @@ impl Pipeline {
         });
         let result = {
             let context = Arc::clone(&context);
-            timely::execute(timely::Config::process(self.workers), move |worker| {
+            let config = match &self.cluster {
+                None => timely::Config::process(self.workers),
+                Some(c) => timely::Config {
+                    communication: timely::CommunicationConfig::Cluster {
+                        threads: self.workers,
+                        process: c.process,
+                        addresses: c.addresses.clone(),
+                        report: false,
+                        zerocopy: false,
+                    },
+                    worker: timely::WorkerConfig::default(),
+                },
+            };
+            timely::execute(config, move |worker| {
                 let context = Arc::clone(&context);
                 worker.dataflow::<Time, _, _>(move |scope| context.build(scope));
             })
@@ -764,7 +857,7 @@ impl Pipeline {
                     manifest,
                 });
             }
-            if let Some(start) = &start_checkpoint {
+            if let (Some(start), 0) = (&start_checkpoint, self.process_index()) {
                 // Everything the run read is durable now. Without Kafka the run is complete
                 // (a new one starts afresh); with Kafka the next run resumes where this one
                 // left the topic, so the views stay consistent with the committed offsets.

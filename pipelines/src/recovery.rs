@@ -130,18 +130,28 @@ pub fn checkpoint(
     start: Checkpoint,
     commit_limit: Arc<AtomicI64>,
     errors: Arc<std::sync::Mutex<Vec<String>>>,
+    workers_per_process: usize,
 ) {
     let worker = durable.scope().index();
+    let peers = durable.scope().peers();
     let mut written = start.resume_from_ms.unwrap_or(i64::MIN);
     durable.sink(Local, "Checkpoint", move |(input, frontier)| {
         input.for_each(|_, _| {});
-        if worker != 0 {
-            return;
-        }
         let Some(&f) = frontier.frontier().first() else {
             return;
         };
         let floor = calendar.day_start(f.min(i64::MAX as Time) as i64);
+        if worker != 0 {
+            // Another process of a cluster (its first worker): Kafka commits follow the floor
+            // process 0 has written, read back from the shared progress file.
+            if floor > written && worker % workers_per_process.clamp(1, peers) == 0 {
+                if let Some(durable) = read(&out).and_then(|c| c.resume_from_ms) {
+                    written = floor.min(durable);
+                    commit_limit.fetch_max(written, Ordering::SeqCst);
+                }
+            }
+            return;
+        }
         if floor > written {
             match write(&out, &start.at(floor)) {
                 Ok(()) => {

@@ -207,6 +207,30 @@ fn thirty_days_through_kafka_equal_the_parquet_views() {
 }
 
 #[test]
+fn the_whole_uci_file_through_kafka_equals_the_parquet_views_of_replay() {
+    let Some(env) = env() else { return };
+    let Some(file) = common::data_file("household_power_consumption.txt.gz") else {
+        return;
+    };
+    let _shared = SERVERS.read().unwrap();
+    let topic = unique("whole");
+    let keyspace = unique("wf_whole");
+    let mut sim = SimulatorConfig::new(&env.kafka, &topic);
+    sim.from_file = Some(file.clone());
+    sim.partitions = 4;
+    let produced = simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
+    assert_eq!(produced.failed, 0);
+    assert!(produced.produced > 2_000_000, "{produced:?}");
+
+    let summary = run_live(&env, &topic, &keyspace);
+    assert_eq!(summary.readings, produced.produced, "{summary:?}");
+    assert_eq!(summary.rejected, 0, "{summary:?}");
+    let batch = parquet_views(&file);
+    assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
+    wattflow::simulate::delete_topics(&env.kafka, &[&topic]).ok();
+}
+
+#[test]
 fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
     let Some(env) = env() else { return };
     let Some(file) = common::data_file("uci_first_30_days.txt") else {
@@ -218,7 +242,8 @@ fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
     let mut sim = SimulatorConfig::new(&env.kafka, &topic);
     sim.from_file = Some(file.clone());
     sim.partitions = 2;
-    simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
+    let produced = simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
+    assert_eq!(produced.failed, 0, "the topic must hold every reading");
 
     // First run: the CLI, killed without warning once it has written something.
     let mut child = Command::new(env!("CARGO_BIN_EXE_wattflow"))
@@ -273,9 +298,44 @@ fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
     child.wait().unwrap();
 
     // Second run from the committed offsets, to the end.
-    run_live(&env, &topic, &keyspace);
+    let summary = run_live(&env, &topic, &keyspace);
+    assert_eq!(
+        summary.rejected, 0,
+        "nothing is refused on a restart: {summary:?}"
+    );
+    let cassandra = summary.run.cassandra.clone().unwrap_or_default();
+    assert_eq!(cassandra.write_errors, 0, "{summary:?}");
+    // Neither run refused a reading (the killed one could only have said so here).
+    assert_eq!(
+        messages_in(&env.kafka, &format!("{topic}.rejected")),
+        0,
+        "dead letters"
+    );
     let batch = parquet_views(&file);
     assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
+}
+
+/// Messages ever written to `topic` (0 if it does not exist).
+fn messages_in(brokers: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let Some(t) = metadata.topics().iter().find(|t| t.error().is_none()) else {
+        return 0;
+    };
+    t.partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum()
 }
 
 fn services(args: &[&str]) {

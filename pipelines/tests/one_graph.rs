@@ -317,3 +317,198 @@ fn late_duplicate_covered_and_future_readings_are_handled_in_the_live_phase() {
     );
     drop_keyspace(&v, &keyspace);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn two_processes_of_one_worker_write_the_views_of_one_process() {
+    use std::process::{Command, Stdio};
+    use wattflow::model::Granularity;
+    let Some(env) = env() else { return };
+    let Some(file) = common::data_file("uci_first_30_days.txt") else {
+        return;
+    };
+    let _shared = common::servers::SERVERS.read().unwrap();
+    let split = split_thirty_days(&file);
+    let topic = unique("cluster");
+    publish(&env, &topic, &split.tail);
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let command = |out: &Path, keyspace: &str, extra: &[String]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wattflow"));
+        cmd.arg("run")
+            .arg("--input")
+            .arg(&split.head)
+            .args(["--brokers", &env.kafka, "--topic", &topic])
+            .args(["--group", &format!("{keyspace}-group")])
+            .args(["--cassandra", &env.cassandra, "--keyspace", keyspace])
+            .arg("--out")
+            .arg(out)
+            .args(["--workers", "1", "--exit-when-idle", "3s"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let (ks_one, ks_two) = (unique("wf_one"), unique("wf_two"));
+    let single = command(&one, &ks_one, &[]).output().unwrap();
+    assert!(
+        single.status.success(),
+        "{}",
+        String::from_utf8_lossy(&single.stderr)
+    );
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            let extra = [
+                "--processes".to_string(),
+                "2".to_string(),
+                "--process".to_string(),
+                i.to_string(),
+                "--hostfile".to_string(),
+                hostfile.display().to_string(),
+            ];
+            command(&two, &ks_two, &extra).spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    common::assert_same_parquet_files(&two, &one);
+    for g in ["minute", "hour", "day"] {
+        let (a, b) = (common::manifest(&two, g), common::manifest(&one, g));
+        assert_eq!(
+            a["rows"], b["rows"],
+            "one manifest per granularity, with every file"
+        );
+        assert_eq!(a["partitions"], b["partitions"], "{g}");
+    }
+    let (v1, v2) = (views(&env, &ks_one), views(&env, &ks_two));
+    let day = wattflow::time::naive_to_ms(2006, 12, 1, 0, 0, 0).unwrap();
+    for g in Granularity::ALL {
+        let a = cassandra_rows(&v1, g, &["household-1".into()], day, day + 60 * 86_400_000);
+        let b = cassandra_rows(&v2, g, &["household-1".into()], day, day + 60 * 86_400_000);
+        assert!(!a.is_empty());
+        assert_eq!(a.len(), b.len(), "{g}");
+        for (k, r) in &a {
+            assert_eq!(r.samples, b[k].samples, "{g} {k:?}");
+            assert_eq!(r.values, b[k].values, "{g} {k:?}");
+        }
+    }
+    drop_keyspace(&v1, &ks_one);
+    drop_keyspace(&v2, &ks_two);
+}
+
+#[test]
+fn a_process_whose_partitions_are_all_idle_does_not_hold_the_frontier_back() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use std::process::{Command, Stdio};
+    let Some(env) = env() else { return };
+    let Some(file) = common::data_file("uci_first_30_days.txt") else {
+        return;
+    };
+    let _shared = common::servers::SERVERS.read().unwrap();
+    // Every message in partition 0: process 1 (worker 1, partition 1) reads nothing at all.
+    let topic = unique("idle");
+    wattflow::simulate::ensure_topic(&env.kafka, &topic, 2).unwrap();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &env.kafka)
+        .create()
+        .unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let format = wattflow::format::text::TextFormat::from_header(
+        text.lines().next().unwrap().as_bytes(),
+        wattflow::model::MeterId::new("household-1").unwrap(),
+        60,
+        wattflow::model::Limits::default(),
+    )
+    .unwrap();
+    let mut dates = wattflow::format::text::DateCache::default();
+    for (i, line) in text.lines().skip(1).enumerate() {
+        let origin = wattflow::model::Origin {
+            source: 0,
+            position: i as u64,
+        };
+        if let wattflow::format::text::Line::Reading(r) =
+            format.parse_line(line.as_bytes(), origin, &mut dates)
+        {
+            let payload = wattflow::format::json::render_message(&r);
+            let record = || {
+                BaseRecord::<(), str>::to(&topic)
+                    .partition(0)
+                    .payload(&payload)
+            };
+            while producer.send(record()).is_err() {
+                producer.poll(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+    producer.flush(std::time::Duration::from_secs(30)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let out = dir.path().join("views");
+    let started = std::time::Instant::now();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_wattflow"))
+                .args(["run", "--brokers", &env.kafka, "--topic", &topic])
+                .args(["--group", &format!("{topic}-group")])
+                .arg("--out")
+                .arg(&out)
+                .args(["--workers", "1", "--exit-when-idle", "25s"])
+                .args(["--processes", "2", "--process", &i.to_string()])
+                .arg("--hostfile")
+                .arg(&hostfile)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // December 2006 is sealed (the frontier passed 1 January) long before the processes
+    // finish: the idle process follows the other's watermark.
+    let december = out.join("minute/month=2006-12/part-0.parquet");
+    let mut sealed_after = None;
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        if december.is_file() {
+            sealed_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut exited_after = None;
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+        exited_after.get_or_insert(started.elapsed());
+    }
+    let sealed_after = sealed_after.expect("December was never written");
+    let exited_after = exited_after.unwrap();
+    assert!(
+        sealed_after + std::time::Duration::from_secs(15) < exited_after,
+        "December written after {sealed_after:?}, the processes ended after {exited_after:?}: \
+         the frontier waited for the idle process"
+    );
+    let _ = wattflow::simulate::delete_topics(&env.kafka, &[&topic]);
+}

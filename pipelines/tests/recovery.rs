@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,26 +78,6 @@ fn assert_no_debris(out: &Path) {
     }
 }
 
-/// Every Parquet file of `got` equals the file of the same name in `want`, byte for byte,
-/// and both hold the same files.
-fn assert_same_parquet_files(got: &Path, want: &Path) {
-    let rel = |root: &Path| -> Vec<PathBuf> {
-        common::parquet_files(root)
-            .into_iter()
-            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
-            .collect()
-    };
-    let (g, w) = (rel(got), rel(want));
-    assert_eq!(g, w, "the files of the views differ");
-    for f in w {
-        assert!(
-            std::fs::read(got.join(&f)).unwrap() == std::fs::read(want.join(&f)).unwrap(),
-            "{} differs from an uninterrupted run",
-            f.display()
-        );
-    }
-}
-
 fn summary(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -148,7 +128,7 @@ fn killed_during_the_history_and_restarted_it_ends_with_the_views_of_an_uninterr
     let status = wattflow(&args).status().unwrap();
     assert!(status.success());
     assert_no_debris(out.path());
-    assert_same_parquet_files(out.path(), reference.path());
+    common::assert_same_parquet_files(out.path(), reference.path());
     let s = summary(&summary_file);
     // The last run resumed: it skipped what the killed runs had made durable.
     assert!(

@@ -18,15 +18,12 @@
 //! partitions. A partition that has reached its end and received nothing for
 //! [`KafkaSourceConfig::idle_timeout`] is idle and no longer holds the capability back; when all
 //! of a worker's partitions are idle (or it has none), it advances to the largest watermark
-//! published by the workers of this process (see [`KafkaStats::worker_watermarks`]). The
-//! capability never moves backwards; a reading that later arrives on an idle partition behind
-//! it is too late.
-//!
-//! In a multi-process cluster the watermark registry is per process: a process whose
-//! partitions are all idle advances to what its own workers saw, so if every partition of a
-//! process is idle from the start it holds the global frontier where it is (windows stop
-//! sealing) until data returns. Give every process partitions that carry data, or use one
-//! process with several workers.
+//! published by the other workers, of every process: each worker sends its watermark, when it
+//! changes, on a data-only output that is broadcast and looped back into the source one ms
+//! later (an input connected to no output, so the loop holds no frontier back). A process
+//! whose partitions are all idle therefore follows the busy ones instead of holding the
+//! cluster's frontier where it is. The capability never moves backwards; a reading that later
+//! arrives on an idle partition behind it is too late.
 //!
 //! # Offsets and restarts
 //! The window operator keeps open windows in memory, so after a restart every reading of every
@@ -64,7 +61,12 @@ use differential_dataflow::AsCollection;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::Message;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::{ConnectLoop, Feedback};
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use timely::progress::Antichain;
 
 pub use config::*;
 pub use offsets::{is_transient, retry_transient};
@@ -139,11 +141,26 @@ pub fn kafka_source<'scope>(
         mut rejected_out,
         rejected,
     } = SourceOperator::new(format!("KafkaSource({})", config.topic), scope);
-    // Connected to both outputs: while history is read, this input's frontier holds ours.
+    // Connected to the outputs: while history is read, this input's frontier holds ours.
     let mut ends_input = handover.map(|h| {
         worker.switch = SwitchTimes::new(h.rule);
         builder.new_input(h.ends, timely::dataflow::channels::pact::Pipeline)
     });
+    // Created after `ends_input`, which must stay input 0.
+    // Every worker's watermark, for all of them (of every process): a worker whose partitions
+    // are all idle moves up to the most advanced, so it never holds the frontier back. Sent at
+    // the worker's capability, looped back one ms later into an input connected to no output.
+    let (watermarks_out, watermarks) = builder.new_output::<Vec<(usize, i64)>>();
+    let mut watermarks_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(usize, i64)>>>::from(watermarks_out);
+    let (loop_handle, looped) = scope.feedback::<Vec<(usize, i64)>>(1);
+    let mut peers_input = builder.new_input_connection(
+        looped,
+        timely::dataflow::channels::pact::Pipeline,
+        Vec::<(usize, Antichain<Time>)>::new(),
+    );
+    watermarks.broadcast().connect_loop(loop_handle);
+    let mut sent_watermark = i64::MIN;
     let mut history_done = ends_input.is_none();
     if history_done {
         stats.following.store(true, Ordering::SeqCst);
@@ -155,6 +172,12 @@ pub fn kafka_source<'scope>(
         let mut finished_at: Option<Instant> = None;
         let mut done = false;
         move |frontiers| {
+            // Drained even when done: a message left on an input would hold the graph open.
+            peers_input.for_each(|_, data| {
+                for (w, t) in data.drain(..) {
+                    worker.peer_watermarks.insert(w, t);
+                }
+            });
             if done {
                 return false;
             }
@@ -326,9 +349,15 @@ pub fn kafka_source<'scope>(
                 }
                 worker.cap = target;
             }
-            worker
-                .stats
-                .publish(worker.index, worker.cap.min(i64::MAX as Time) as i64);
+            let published = worker.cap.min(i64::MAX as Time) as i64;
+            worker.stats.publish(worker.index, published);
+            if published != sent_watermark {
+                sent_watermark = published;
+                watermarks_out
+                    .activate()
+                    .session(&current[2])
+                    .give((worker.index, published));
+            }
             if worker.last_commit.elapsed() >= COMMIT_INTERVAL {
                 worker.commit(&consumer, CommitMode::Async);
             }

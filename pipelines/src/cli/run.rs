@@ -70,7 +70,16 @@ pub struct RunArgs {
     /// Dead-letter topic (default `<topic>.rejected`).
     #[arg(long)]
     pub dead_letter_topic: Option<String>,
-    /// Write the run's summary as JSON to this file.
+    /// Processes of a timely cluster (each runs this command with its own `--process`).
+    #[arg(long, short = 'n')]
+    pub processes: Option<usize>,
+    /// This process's index in the cluster, from 0.
+    #[arg(long, short = 'p')]
+    pub process: Option<usize>,
+    /// The cluster's addresses, one `host:port` per line in process order.
+    #[arg(long, value_name = "FILE")]
+    pub hostfile: Option<PathBuf>,
+    /// Write the run's summary as JSON to this file (`FILE.p<I>` in process I of a cluster).
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 }
@@ -137,6 +146,15 @@ impl RunArgs {
         if let Some(s) = &self.switch_at {
             put(&mut f, "pipeline", "switch_at", json!(s));
         }
+        if let Some(n) = self.processes {
+            put(&mut f, "pipeline", "processes", json!(n));
+        }
+        if let Some(i) = self.process {
+            put(&mut f, "pipeline", "process", json!(i));
+        }
+        if let Some(h) = &self.hostfile {
+            put(&mut f, "pipeline", "hostfile", json!(h));
+        }
         if let Some(z) = &self.timezone {
             put(&mut f, "pipeline", "timezone", json!(z));
         }
@@ -158,6 +176,11 @@ pub(crate) fn run(args: RunArgs) -> Result<()> {
     let summary = pipeline.run(stop_flag())?;
     print_summary(&summary);
     if let Some(path) = &config.pipeline.summary_json {
+        let path = match config.pipeline.processes {
+            n if n > 1 => PathBuf::from(format!("{}.p{}", path.display(), config.pipeline.process)),
+            _ => path.clone(),
+        };
+        let path = &path;
         summary
             .write_json(path)
             .with_context(|| format!("writing the summary to {}", path.display()))?;

@@ -525,3 +525,23 @@ pub fn manifest(out: &Path, granularity: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()
 }
+
+/// Every Parquet file of `got` equals the file of the same name in `want`, byte for byte,
+/// and both hold the same files.
+pub fn assert_same_parquet_files(got: &Path, want: &Path) {
+    let rel = |root: &Path| -> Vec<PathBuf> {
+        parquet_files(root)
+            .into_iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+            .collect()
+    };
+    let (g, w) = (rel(got), rel(want));
+    assert_eq!(g, w, "the files of the views differ");
+    for f in w {
+        assert!(
+            std::fs::read(got.join(&f)).unwrap() == std::fs::read(want.join(&f)).unwrap(),
+            "{} differs from an uninterrupted run",
+            f.display()
+        );
+    }
+}

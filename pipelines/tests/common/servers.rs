@@ -101,42 +101,65 @@ pub fn parquet_views(file: &Path) -> tempfile::TempDir {
 pub fn assert_speed_equals_batch(env: &Env, keyspace: &str, batch: &Path, meter: &str) {
     let v = views(env, keyspace);
     for g in Granularity::ALL {
-        let parquet = super::read_view(batch, g.name());
-        let from = parquet.iter().map(|r| r.window_start).min().unwrap();
-        let to = parquet.iter().map(|r| r.window_start).max().unwrap() + 1;
-        let speed = cassandra_rows(&v, g, &[meter.to_string()], from, to);
-        assert_eq!(speed.len(), parquet.len(), "{g}: row counts differ");
-        for row in &parquet {
-            let s = speed
-                .get(&(row.meter.clone(), row.window_start))
-                .unwrap_or_else(|| panic!("{g}: window {} missing in Cassandra", row.window_start));
-            assert_eq!(s.samples, row.samples, "{g} {} samples", row.window_start);
-            for (i, m) in super::MEASURES.iter().enumerate() {
-                for (j, stat) in ["sum", "min", "max"].iter().enumerate() {
-                    let col = format!("{m}_{stat}");
-                    assert_eq!(
-                        s.values[&col],
-                        row.dec[i][j] as f64 / 1000.0,
-                        "{g} {} {col}",
-                        row.window_start
-                    );
-                }
-                assert_eq!(
-                    s.values[&format!("{m}_avg")],
-                    row.avg[i],
-                    "{g} {} {m}_avg",
-                    row.window_start
-                );
-            }
-            assert_eq!(s.values["active_energy_wh"], row.active_energy_wh);
-            assert_eq!(s.values["unmetered_wh"], row.unmetered_wh);
+        let mut parquet = super::read_view(batch, g.name());
+        parquet.sort_by_key(|r| r.window_start);
+        // Compared a month at a time, so a four-year view stays small in memory.
+        const CHUNK_MS: i64 = 31 * 86_400_000;
+        let first = parquet[0].window_start.div_euclid(CHUNK_MS) * CHUNK_MS;
+        let end = parquet[parquet.len() - 1].window_start + 1;
+        let mut rest = &parquet[..];
+        for from in (first..end).step_by(CHUNK_MS as usize) {
+            let n = rest.partition_point(|r| r.window_start < from + CHUNK_MS);
+            let (chunk, tail) = rest.split_at(n);
+            rest = tail;
+            let to = (from + CHUNK_MS).min(end);
+            let speed = cassandra_rows(&v, g, &[meter.to_string()], from, to);
             assert_eq!(
-                s.values.get("power_factor_avg").copied(),
-                row.power_factor_avg
+                speed.len(),
+                chunk.len(),
+                "{g} [{from}, {to}): row counts differ"
             );
+            assert_rows_equal(g, chunk, &speed);
         }
     }
     drop_keyspace(&v, keyspace);
+}
+
+/// Every Parquet row equals its Cassandra row, measure by measure.
+fn assert_rows_equal(
+    g: Granularity,
+    parquet: &[super::ViewRow],
+    speed: &BTreeMap<(String, i64), CassandraRow>,
+) {
+    for row in parquet {
+        let s = speed
+            .get(&(row.meter.clone(), row.window_start))
+            .unwrap_or_else(|| panic!("{g}: window {} missing in Cassandra", row.window_start));
+        assert_eq!(s.samples, row.samples, "{g} {} samples", row.window_start);
+        for (i, m) in super::MEASURES.iter().enumerate() {
+            for (j, stat) in ["sum", "min", "max"].iter().enumerate() {
+                let col = format!("{m}_{stat}");
+                assert_eq!(
+                    s.values[&col],
+                    row.dec[i][j] as f64 / 1000.0,
+                    "{g} {} {col}",
+                    row.window_start
+                );
+            }
+            assert_eq!(
+                s.values[&format!("{m}_avg")],
+                row.avg[i],
+                "{g} {} {m}_avg",
+                row.window_start
+            );
+        }
+        assert_eq!(s.values["active_energy_wh"], row.active_energy_wh);
+        assert_eq!(s.values["unmetered_wh"], row.unmetered_wh);
+        assert_eq!(
+            s.values.get("power_factor_avg").copied(),
+            row.power_factor_avg
+        );
+    }
 }
 
 pub fn reading(meter: &str, ts: i64, interval_s: u32, values: [i32; 7]) -> Reading {

@@ -65,6 +65,18 @@ pub fn update_manifest(
     written: &[PartitionEntry],
 ) -> Result<Manifest, String> {
     let _one_at_a_time = MANIFEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // And one process at a time: the processes of a cluster share the manifests.
+    let dir = out.join(granularity.name());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock_path = dir.join(".manifest.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
     let mut by_path: BTreeMap<String, PartitionEntry> = read_manifest(out, granularity)
         .map(|m| {
             m.partitions
@@ -90,8 +102,6 @@ pub fn update_manifest(
         samples: partitions.iter().map(|p| p.samples).sum(),
         partitions,
     };
-    let dir = out.join(granularity.name());
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())? + "\n";
     write_durably(&dir, MANIFEST_FILE, text.as_bytes())?;
     Ok(manifest)

@@ -87,6 +87,8 @@ pub(super) struct Worker {
     pub(super) switch: SwitchTimes,
     /// Partitions that have seen a covered reading (logged once each).
     covered_logged: Vec<i32>,
+    /// The watermark every worker of the source (of every process) last sent.
+    pub(super) peer_watermarks: BTreeMap<usize, i64>,
 }
 
 impl Worker {
@@ -113,6 +115,7 @@ impl Worker {
             now,
             switch: SwitchTimes::default(),
             covered_logged: Vec::new(),
+            peer_watermarks: BTreeMap::new(),
         }
     }
 
@@ -232,7 +235,13 @@ impl Worker {
             Some(t) => t,
             None => {
                 let own = self.partitions.iter().map(|p| p.watermark).max();
-                let other = self.stats.largest_other(self.index);
+                let others = self
+                    .peer_watermarks
+                    .iter()
+                    .filter(|(&w, _)| w != self.index)
+                    .map(|(_, &t)| t)
+                    .max();
+                let other = others.or_else(|| self.stats.largest_other(self.index));
                 own.max(other).unwrap_or(i64::MIN)
             }
         };
