@@ -225,6 +225,7 @@ fn the_whole_uci_file_through_kafka_equals_the_parquet_views_of_replay() {
     let summary = run_live(&env, &topic, &keyspace);
     assert_eq!(summary.readings, produced.produced, "{summary:?}");
     assert_eq!(summary.rejected, 0, "{summary:?}");
+    assert_eq!(summary.duplicates, 0, "{summary:?}");
     let batch = parquet_views(&file);
     assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
     wattflow::simulate::delete_topics(&env.kafka, &[&topic]).ok();

@@ -19,8 +19,12 @@
 //! # Writes
 //! [`cassandra_sink`] routes updates to workers by window and keeps, per worker, a *dirty
 //! queue* per granularity: each changed window once, with its latest value (the last `+` of its
-//! `−old, +new` pairs; `−` records are otherwise ignored, as readings are insert-only and a row
-//! is never deleted). A change to a window already waiting replaces the waiting value in place
+//! `−old, +new` pairs, read in arrival order; `−` records are otherwise ignored, as readings are
+//! insert-only and a row is never deleted). Every change adds a reading, so the latest value is
+//! also the one with the most samples, and a waiting value is only replaced by one with as many or
+//! more: the view stays right even if two changes of a window were handed over out of order
+//! (timely's `for_each_stamp` sorts an activation's messages by time, unstably, so two changes at
+//! one time could swap: this sink reads its input with `for_each`). A change to a window already waiting replaces the waiting value in place
 //! (counted in [`CassandraStats::coalesced`]), so the queue never holds more than the open
 //! windows, whatever the input rate. Changes are taken as they arrive, before their time is
 //! complete, so with the window operator's eager folding a reading reaches Cassandra within one
@@ -1246,7 +1250,11 @@ impl Scheduler {
         self.seq += 1;
         let queue = &mut self.queues[key.granularity as usize];
         if let Some(dirty) = self.positions.get(&key).and_then(|p| queue.get_mut(*p)) {
-            dirty.agg = agg;
+            // Readings are insert-only and every change adds at least one, so of two values
+            // of a window the one with more samples is the newer, whatever order they came in.
+            if agg.samples >= dirty.agg.samples {
+                dirty.agg = agg;
+            }
             return true;
         }
         let position = queue.push(Dirty {
@@ -1388,24 +1396,25 @@ pub fn cassandra_sink_paced<'scope>(
         let mut finished = Vec::new();
         move |frontiers| {
             let now = Instant::now();
-            input.for_each_stamp(|cap, data| {
-                for container in data {
-                    for ((key, agg), time, diff) in container.drain(..) {
-                        // The `+` of a change comes after its `−` on the one channel from the
-                        // window's producer, so the last `+` is the window's latest value.
-                        if diff <= 0 {
-                            continue;
-                        }
-                        if sched.change(key, agg, now) {
-                            stats.coalesced.fetch_add(1, Ordering::Relaxed);
-                        }
-                        let seq = sched.seq;
-                        sched
-                            .open
-                            .entry(time)
-                            .or_insert_with(|| (hold(&cap, time), 0))
-                            .1 = seq;
+            // In arrival order (`for_each`, not `for_each_stamp`, which sorts the messages
+            // of an activation by time, unstably: two changes of one window at one time
+            // could swap). The window's producer sends its changes in order on one channel.
+            input.for_each(|cap, data| {
+                for ((key, agg), time, diff) in data.drain(..) {
+                    // The `+` of a change comes after its `−`, so the last `+` is the window's
+                    // latest value (and `change` keeps the larger of two values anyway).
+                    if diff <= 0 {
+                        continue;
                     }
+                    if sched.change(key, agg, now) {
+                        stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let seq = sched.seq;
+                    sched
+                        .open
+                        .entry(time)
+                        .or_insert_with(|| (hold(&cap, time), 0))
+                        .1 = seq;
                 }
             });
             let frontier = frontiers[0].frontier();
@@ -1840,6 +1849,11 @@ mod tests {
             "a waiting minute row takes the newer value"
         );
         assert!(s.change(h, a2, now), "so does a waiting hour row");
+        assert!(
+            s.change(h, a1, now),
+            "an older value, come late, is merged..."
+        );
+        assert_eq!(s.queues[1].items[0].agg, a2, "...but the newer one is kept");
         at(&mut s, 6);
         assert_eq!(s.positions.len(), 2);
 
