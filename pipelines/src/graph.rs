@@ -32,7 +32,7 @@
 //! the speed views at once); history alone folds per complete time, as a replay wants.
 //!
 //! # The shared context
-//! Everything a worker needs to build its copy of the graph is one [`Context`] behind an
+//! Everything a worker needs to build its copy of the graph is one `Context` behind an
 //! `Arc`: the configurations, the sinks' connections, the counters and the error list.
 
 use std::path::PathBuf;

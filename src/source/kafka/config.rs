@@ -77,7 +77,7 @@ pub struct KafkaSourceConfig {
     /// Most messages a worker takes per activation (default [`DEFAULT_MAX_BATCH`]).
     pub max_batch: usize,
     /// Most emitted batch times a worker may have ahead of the flow-control probe (default
-    /// [`DEFAULT_BATCHES_IN_FLIGHT`]; see [`kafka_source`]).
+    /// [`DEFAULT_BATCHES_IN_FLIGHT`]; see [`kafka_source`](super::kafka_source)).
     pub batches_in_flight: usize,
     /// When set, a worker finishes once every partition it reads has reached its end and been
     /// idle this long (a worker without partitions: this long after start). For tests and

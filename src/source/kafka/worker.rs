@@ -401,7 +401,7 @@ pub(super) fn topic_partitions<C: ConsumerContext>(
 }
 
 /// Checks, before a pipeline starts, that the brokers answer and the topic exists: the same
-/// errors [`kafka_source`] would return, without building anything.
+/// errors [`kafka_source`](super::kafka_source) would return, without building anything.
 pub fn check_topic(config: &KafkaSourceConfig) -> Result<Vec<i32>, KafkaError> {
     if config.topic.is_empty() {
         return Err(KafkaError::Config("the topic name is empty".into()));
