@@ -493,7 +493,7 @@ impl ConfigFile {
             .timezone(calendar);
         if p.processes > 1 {
             let cluster = Cluster::from_hostfile(p.processes, p.process, p.hostfile.as_deref())
-                .map_err(|e| invalid("pipeline.processes", e))?;
+                .map_err(|e| invalid("pipeline.processes", e.to_string()))?;
             pipeline = pipeline.cluster(cluster);
         }
         if let Some(addr) = &p.metrics_listen {

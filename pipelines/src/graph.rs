@@ -408,23 +408,56 @@ pub struct Cluster {
     pub addresses: Vec<String>,
 }
 
+/// A cluster that cannot be set up from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The process index is not below the number of processes.
+    #[error("--process {process} is not below --processes {processes}")]
+    ProcessOutOfRange {
+        /// The index given.
+        process: usize,
+        /// The processes of the cluster.
+        processes: usize,
+    },
+    /// The host file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Hostfile {
+        /// The host file.
+        path: std::path::PathBuf,
+        /// Why it cannot be read.
+        source: std::io::Error,
+    },
+    /// The host file names fewer addresses than there are processes.
+    #[error("{}: {found} addresses for {processes} processes", path.display())]
+    TooFewAddresses {
+        /// The host file.
+        path: std::path::PathBuf,
+        /// Addresses in it.
+        found: usize,
+        /// The processes of the cluster.
+        processes: usize,
+    },
+}
+
 impl Cluster {
     /// Reads the addresses from a host file: one `host:port` per line, in process order (the
-    /// format of timely's `--hostfile`).
+    /// format of timely's `--hostfile`; blank lines and `#` comments are skipped). Without a
+    /// file, process `i` is at `localhost:210<i+1>`.
     pub fn from_hostfile(
         processes: usize,
         process: usize,
         hostfile: Option<&std::path::Path>,
-    ) -> Result<Cluster, String> {
+    ) -> Result<Cluster, ClusterError> {
         if process >= processes.max(1) {
-            return Err(format!(
-                "--process {process} is not below --processes {processes}"
-            ));
+            return Err(ClusterError::ProcessOutOfRange { process, processes });
         }
         let addresses = match hostfile {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ClusterError::Hostfile {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
                 let lines: Vec<String> = text
                     .lines()
                     .map(str::trim)
@@ -432,11 +465,11 @@ impl Cluster {
                     .map(str::to_owned)
                     .collect();
                 if lines.len() < processes {
-                    return Err(format!(
-                        "{}: {} addresses for {processes} processes",
-                        path.display(),
-                        lines.len()
-                    ));
+                    return Err(ClusterError::TooFewAddresses {
+                        path: path.to_path_buf(),
+                        found: lines.len(),
+                        processes,
+                    });
                 }
                 lines.into_iter().take(processes).collect()
             }
@@ -987,5 +1020,54 @@ fn log_progress(
                 "history"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Cluster, ClusterError};
+
+    #[test]
+    fn a_cluster_takes_its_addresses_from_the_host_file_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts.txt");
+        std::fs::write(
+            &hosts,
+            "# the cluster\nnode-a:2101\n\n node-b:2101 \nnode-c:2101\n",
+        )
+        .unwrap();
+        let c = Cluster::from_hostfile(2, 1, Some(&hosts)).unwrap();
+        assert_eq!(c.addresses, ["node-a:2101", "node-b:2101"]);
+        assert_eq!((c.processes, c.process), (2, 1));
+        let d = Cluster::from_hostfile(3, 0, None).unwrap();
+        assert_eq!(
+            d.addresses,
+            ["localhost:2101", "localhost:2102", "localhost:2103"]
+        );
+    }
+
+    #[test]
+    fn a_cluster_that_cannot_be_formed_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts.txt");
+        std::fs::write(&hosts, "node-a:2101\n").unwrap();
+        let err = Cluster::from_hostfile(2, 0, Some(&hosts)).unwrap_err();
+        assert!(matches!(
+            err,
+            ClusterError::TooFewAddresses {
+                found: 1,
+                processes: 2,
+                ..
+            }
+        ));
+        assert!(
+            err.to_string().ends_with("1 addresses for 2 processes"),
+            "{err}"
+        );
+        let err = Cluster::from_hostfile(2, 2, None).unwrap_err();
+        assert_eq!(err.to_string(), "--process 2 is not below --processes 2");
+        let missing = dir.path().join("none.txt");
+        let err = Cluster::from_hostfile(2, 0, Some(&missing)).unwrap_err();
+        assert!(matches!(err, ClusterError::Hostfile { .. }), "{err}");
     }
 }

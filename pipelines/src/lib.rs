@@ -14,7 +14,7 @@ pub mod metrics;
 pub mod recovery;
 pub mod replay;
 
-pub use graph::{Cluster, Pipeline, PipelineError, Progress, RunSummary};
+pub use graph::{Cluster, ClusterError, Pipeline, PipelineError, Progress, RunSummary};
 pub use live::{Live, LiveError, LiveSummary};
 pub use replay::{Replay, ReplayError, ReplaySummary};
 pub use wattflow;

@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, TopicPartitionList};
 use wattflow::format::json::render_message;
 use wattflow::model::{Granularity, Reading};
-use wattflow::simulate::{ensure_topic, simulate, ReadingProducer, SimulatorConfig};
+use wattflow::simulate::{ensure_topic, ReadingProducer};
 use wattflow::sink::cassandra::read_view;
 use wattflow_pipelines::Live;
 
@@ -194,14 +194,10 @@ fn thirty_days_through_kafka_equal_the_parquet_views() {
     let _shared = SERVERS.read().unwrap();
     let topic = unique("uci30");
     let keyspace = unique("wf_uci30");
-    let mut sim = SimulatorConfig::new(&env.kafka, &topic);
-    sim.from_file = Some(file.clone());
-    sim.partitions = 4;
-    let produced = simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
-    assert_eq!(produced.failed, 0);
+    let produced = publish_file(&env, &topic, &file, 4);
 
     let summary = run_live(&env, &topic, &keyspace);
-    assert_eq!(summary.readings, produced.produced, "{summary:?}");
+    assert_eq!(summary.readings, produced, "{summary:?}");
     let batch = parquet_views(&file);
     assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
 }
@@ -215,15 +211,11 @@ fn the_whole_uci_file_through_kafka_equals_the_parquet_views_of_replay() {
     let _shared = SERVERS.read().unwrap();
     let topic = unique("whole");
     let keyspace = unique("wf_whole");
-    let mut sim = SimulatorConfig::new(&env.kafka, &topic);
-    sim.from_file = Some(file.clone());
-    sim.partitions = 4;
-    let produced = simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
-    assert_eq!(produced.failed, 0);
-    assert!(produced.produced > 2_000_000, "{produced:?}");
+    let produced = publish_file(&env, &topic, &file, 4);
+    assert!(produced > 2_000_000, "{produced} messages");
 
     let summary = run_live(&env, &topic, &keyspace);
-    assert_eq!(summary.readings, produced.produced, "{summary:?}");
+    assert_eq!(summary.readings, produced, "{summary:?}");
     assert_eq!(summary.rejected, 0, "{summary:?}");
     assert_eq!(summary.duplicates, 0, "{summary:?}");
     let batch = parquet_views(&file);
@@ -240,11 +232,7 @@ fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
     let _shared = SERVERS.read().unwrap();
     let topic = unique("restart");
     let keyspace = unique("wf_restart");
-    let mut sim = SimulatorConfig::new(&env.kafka, &topic);
-    sim.from_file = Some(file.clone());
-    sim.partitions = 2;
-    let produced = simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
-    assert_eq!(produced.failed, 0, "the topic must hold every reading");
+    publish_file(&env, &topic, &file, 2);
 
     // First run: the CLI, killed without warning once it has written something.
     let mut child = Command::new(env!("CARGO_BIN_EXE_wattflow"))
@@ -356,10 +344,7 @@ fn cassandra_down_for_30_s_and_a_kafka_restart_lose_nothing() {
     let _exclusive = SERVERS.write().unwrap();
     let topic = unique("outage");
     let keyspace = unique("wf_outage");
-    let mut sim = SimulatorConfig::new(&env.kafka, &topic);
-    sim.from_file = Some(file.clone());
-    sim.partitions = 2;
-    simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
+    publish_file(&env, &topic, &file, 2);
     drop(views(&env, &keyspace)); // schema first, so the outage hits the writes
 
     let (kafka, cassandra) = (

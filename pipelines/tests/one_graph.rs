@@ -4,43 +4,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use common::servers::*;
-use wattflow::simulate::{simulate, SimulatorConfig};
 use wattflow_pipelines::{Pipeline, RunSummary};
-
-/// Writes the header and body rows `[from, to)` of the UCI file `src` to `dst`; returns the
-/// number of rows with values (not `?`) written.
-fn slice(src: &Path, from: usize, to: usize, dst: &Path) -> u64 {
-    let mut lines = BufReader::new(std::fs::File::open(src).unwrap()).split(b'\n');
-    let mut out = std::io::BufWriter::new(std::fs::File::create(dst).unwrap());
-    let header = lines.next().unwrap().unwrap();
-    out.write_all(&header).unwrap();
-    out.write_all(b"\n").unwrap();
-    let mut valid = 0;
-    for line in lines.skip(from).take(to - from) {
-        let line = line.unwrap();
-        if !line.starts_with(b"?") && !String::from_utf8_lossy(&line).contains(";?;") {
-            valid += 1;
-        }
-        out.write_all(&line).unwrap();
-        out.write_all(b"\n").unwrap();
-    }
-    valid
-}
 
 /// Publishes a UCI file to a fresh topic of 4 partitions; returns the messages produced.
 fn publish(env: &Env, topic: &str, file: &Path) -> u64 {
-    let mut sim = SimulatorConfig::new(&env.kafka, topic);
-    sim.from_file = Some(file.to_path_buf());
-    sim.partitions = 4;
-    let produced = simulate(&sim, &AtomicBool::new(false)).expect("simulate --from-file");
-    assert_eq!(produced.failed, 0);
-    produced.produced
+    publish_file(env, topic, file, 4)
 }
 
 /// History `history`, then `topic`, into Parquet under `out` and Cassandra `keyspace`.
@@ -88,32 +61,6 @@ fn assert_batch_equals_replay_to_its_mark(out: &Path, reference: &Path) {
     }
 }
 
-struct Split {
-    _dir: tempfile::TempDir,
-    head: PathBuf,
-    tail: PathBuf,
-    head_readings: u64,
-    tail_readings: u64,
-}
-
-/// Days 1–15 and 16–30 of the 30-day slice as two files.
-fn split_thirty_days(file: &Path) -> Split {
-    let dir = tempfile::tempdir().unwrap();
-    let (head, tail) = (
-        dir.path().join("days-01-15.txt"),
-        dir.path().join("days-16-30.txt"),
-    );
-    let head_readings = slice(file, 0, 15 * 1440, &head);
-    let tail_readings = slice(file, 15 * 1440, 30 * 1440, &tail);
-    Split {
-        _dir: dir,
-        head,
-        tail,
-        head_readings,
-        tail_readings,
-    }
-}
-
 #[test]
 fn history_then_a_topic_starting_at_the_switch_equals_a_replay_of_all_thirty_days() {
     let Some(env) = env() else { return };
@@ -121,7 +68,7 @@ fn history_then_a_topic_starting_at_the_switch_equals_a_replay_of_all_thirty_day
         return;
     };
     let _shared = common::servers::SERVERS.read().unwrap();
-    let split = split_thirty_days(&file);
+    let split = common::split_thirty_days(&file);
     let topic = unique("handover");
     let keyspace = unique("wf_handover");
     let produced = publish(&env, &topic, &split.tail);
@@ -148,7 +95,7 @@ fn a_topic_that_also_holds_the_history_counts_every_reading_once() {
         return;
     };
     let _shared = common::servers::SERVERS.read().unwrap();
-    let split = split_thirty_days(&file);
+    let split = common::split_thirty_days(&file);
     let topic = unique("overlap");
     let keyspace = unique("wf_overlap");
     let produced = publish(&env, &topic, &file);
@@ -335,9 +282,9 @@ fn two_processes_of_one_worker_write_the_views_of_one_process() {
         return;
     };
     let _shared = common::servers::SERVERS.read().unwrap();
-    let split = split_thirty_days(&file);
+    let split = common::split_thirty_days(&file);
     let topic = unique("cluster");
-    publish(&env, &topic, &split.tail);
+    assert_eq!(publish(&env, &topic, &split.tail), split.tail_readings);
     let dir = tempfile::tempdir().unwrap();
     let hostfile = dir.path().join("hosts.txt");
     std::fs::write(

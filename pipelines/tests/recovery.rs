@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -149,18 +148,6 @@ fn killed_during_the_history_and_restarted_it_ends_with_the_views_of_an_uninterr
     let _ = std::fs::remove_file(summary_file);
 }
 
-/// Writes the header and body rows `[from, to)` of the UCI file `src` to `dst`.
-fn slice(src: &Path, from: usize, to: usize, dst: &Path) {
-    let mut lines = BufReader::new(std::fs::File::open(src).unwrap()).split(b'\n');
-    let mut out = std::io::BufWriter::new(std::fs::File::create(dst).unwrap());
-    out.write_all(&lines.next().unwrap().unwrap()).unwrap();
-    out.write_all(b"\n").unwrap();
-    for line in lines.skip(from).take(to - from) {
-        out.write_all(&line.unwrap()).unwrap();
-        out.write_all(b"\n").unwrap();
-    }
-}
-
 #[test]
 fn killed_in_both_phases_of_history_then_kafka_it_ends_with_the_views_of_an_uninterrupted_run() {
     let Some(env) = env() else { return };
@@ -168,23 +155,21 @@ fn killed_in_both_phases_of_history_then_kafka_it_ends_with_the_views_of_an_unin
         return;
     };
     let _shared = SERVERS.read().unwrap();
+    let split = common::split_thirty_days(&file);
     let dir = tempfile::tempdir().unwrap();
-    let (head, tail) = (dir.path().join("head.txt"), dir.path().join("tail.txt"));
-    slice(&file, 0, 15 * 1440, &head);
-    slice(&file, 15 * 1440, 30 * 1440, &tail);
     let topic = unique("kill");
     let keyspace = unique("wf_kill");
-    let mut sim = wattflow::simulate::SimulatorConfig::new(&env.kafka, &topic);
-    sim.from_file = Some(tail);
-    sim.partitions = 4;
-    wattflow::simulate::simulate(&sim, &std::sync::atomic::AtomicBool::new(false)).unwrap();
+    assert_eq!(
+        publish_file(&env, &topic, &split.tail, 4),
+        split.tail_readings
+    );
 
     let out = dir.path().join("views");
     let group = format!("{topic}-group");
     let args = [
         "run",
         "--input",
-        head.to_str().unwrap(),
+        split.head.to_str().unwrap(),
         "--brokers",
         &env.kafka,
         "--topic",

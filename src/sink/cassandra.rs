@@ -24,7 +24,8 @@
 //! also the one with the most samples, and a waiting value is only replaced by one with as many or
 //! more: the view stays right even if two changes of a window were handed over out of order
 //! (timely's `for_each_stamp` sorts an activation's messages by time, unstably, so two changes at
-//! one time could swap: this sink reads its input with `for_each`). A change to a window already waiting replaces the waiting value in place
+//! one time could swap: this sink reads its input with `for_each`). A change to a window already
+//! waiting replaces the waiting value in place
 //! (counted in [`CassandraStats::coalesced`]), so the queue never holds more than the open
 //! windows, whatever the input rate. Changes are taken as they arrive, before their time is
 //! complete, so with the window operator's eager folding a reading reaches Cassandra within one

@@ -84,8 +84,8 @@ use worker::open_worker;
 pub struct KafkaStreams<'scope> {
     /// Valid readings, at their worker's watermark (never later than their `ts`).
     pub readings: VecCollection<'scope, Time, Reading>,
-    /// Refused messages; [`Origin::kafka_partition`](crate::model::Origin::kafka_partition) and `origin.position` give the partition
-    /// and offset.
+    /// Refused messages; [`Origin::kafka_partition`](crate::model::Origin::kafka_partition)
+    /// and `origin.position` give the partition and offset.
     pub rejected: StreamVec<'scope, Time, Rejection>,
 }
 

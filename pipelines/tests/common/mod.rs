@@ -7,6 +7,7 @@ pub mod servers;
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
@@ -543,5 +544,51 @@ pub fn assert_same_parquet_files(got: &Path, want: &Path) {
             "{} differs from an uninterrupted run",
             f.display()
         );
+    }
+}
+
+/// Writes the header and body rows `[from, to)` of the UCI file `src` to `dst`; returns the
+/// number of rows with values (not `?`) written.
+pub fn slice(src: &Path, from: usize, to: usize, dst: &Path) -> u64 {
+    let mut lines = BufReader::new(std::fs::File::open(src).unwrap()).split(b'\n');
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dst).unwrap());
+    let header = lines.next().unwrap().unwrap();
+    out.write_all(&header).unwrap();
+    out.write_all(b"\n").unwrap();
+    let mut valid = 0;
+    for line in lines.skip(from).take(to - from) {
+        let line = line.unwrap();
+        if !line.starts_with(b"?") && !String::from_utf8_lossy(&line).contains(";?;") {
+            valid += 1;
+        }
+        out.write_all(&line).unwrap();
+        out.write_all(b"\n").unwrap();
+    }
+    valid
+}
+
+pub struct Split {
+    _dir: tempfile::TempDir,
+    pub head: PathBuf,
+    pub tail: PathBuf,
+    pub head_readings: u64,
+    pub tail_readings: u64,
+}
+
+/// Days 1–15 and 16–30 of the 30-day slice as two files.
+pub fn split_thirty_days(file: &Path) -> Split {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, tail) = (
+        dir.path().join("days-01-15.txt"),
+        dir.path().join("days-16-30.txt"),
+    );
+    let head_readings = slice(file, 0, 15 * 1440, &head);
+    let tail_readings = slice(file, 15 * 1440, 30 * 1440, &tail);
+    Split {
+        _dir: dir,
+        head,
+        tail,
+        head_readings,
+        tail_readings,
     }
 }

@@ -236,3 +236,15 @@ pub fn assert_rows_match(
         }
     }
 }
+
+/// Publishes the UCI file `file` to `topic` (created with `partitions` partitions) with the
+/// simulator; every message must be acknowledged. Returns the messages produced.
+pub fn publish_file(env: &Env, topic: &str, file: &Path, partitions: i32) -> u64 {
+    let mut sim = wattflow::simulate::SimulatorConfig::new(&env.kafka, topic);
+    sim.from_file = Some(file.to_path_buf());
+    sim.partitions = partitions;
+    let produced = wattflow::simulate::simulate(&sim, &std::sync::atomic::AtomicBool::new(false))
+        .expect("simulate --from-file");
+    assert_eq!(produced.failed, 0, "the topic must hold every reading");
+    produced.produced
+}
