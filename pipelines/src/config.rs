@@ -258,6 +258,8 @@ pub struct ParquetSection {
     pub out: PathBuf,
     /// zstd level (negative levels are faster and larger).
     pub zstd_level: i32,
+    /// Files per partition, meters spread over them by a hash of their id (at least 1).
+    pub buckets: u32,
 }
 
 impl Default for ParquetSection {
@@ -265,6 +267,7 @@ impl Default for ParquetSection {
         ParquetSection {
             out: PathBuf::from("wattflow-views"),
             zstd_level: parquet::DEFAULT_ZSTD_LEVEL,
+            buckets: 1,
         }
     }
 }
@@ -534,6 +537,7 @@ impl ConfigFile {
         if let Some(q) = &self.parquet {
             pipeline = pipeline.parquet_config(ParquetSinkConfig {
                 zstd_level: q.zstd_level,
+                buckets: q.buckets,
                 ..ParquetSinkConfig::new(&q.out)
             });
         }

@@ -56,8 +56,8 @@ use wattflow::sink::dead_letter::{
     dead_letter_sink, DeadLetterConfig, DeadLetterStats, KafkaDeadLetters, REJECTED_FILE,
 };
 use wattflow::sink::parquet::{
-    clean_debris, parquet_sink, update_manifest, Manifest, ParquetSinkConfig, ParquetStats,
-    SinkReport,
+    check_buckets, clean_debris, parquet_sink, update_manifest, Manifest, ParquetSinkConfig,
+    ParquetStats, SinkReport,
 };
 use wattflow::source::file::{
     check_inputs, file_source, render_reading, FileSourceConfig, SourceError, SourceStats,
@@ -676,6 +676,9 @@ impl Pipeline {
         }
         if let Some(p) = &self.parquet {
             parts.push(format!("zstd={}", p.zstd_level));
+            if p.buckets > 1 {
+                parts.push(format!("buckets={}", p.buckets));
+            }
         }
         recovery::fingerprint(&parts)
     }
@@ -719,6 +722,12 @@ impl Pipeline {
             let io =
                 |e: std::io::Error| PipelineError::Output(vec![format!("{}: {e}", out.display())]);
             std::fs::create_dir_all(out).map_err(io)?;
+            if parquet.buckets == 0 {
+                return Err(PipelineError::Output(vec![
+                    "parquet buckets must be at least 1".into(),
+                ]));
+            }
+            check_buckets(out, parquet.buckets).map_err(|e| PipelineError::Output(vec![e]))?;
             // Temporaries a killed run left behind (process 0 of a cluster only: the others
             // would race with its first writes).
             let removed = match self.process_index() {
@@ -882,7 +891,7 @@ impl Pipeline {
         if let Some(parquet) = &context.parquet {
             for g in Granularity::ALL {
                 let written = report.written.get(&g).cloned().unwrap_or_default();
-                let manifest = update_manifest(&parquet.out, g, &written)
+                let manifest = update_manifest(&parquet.out, g, parquet.buckets.max(1), &written)
                     .map_err(|e| PipelineError::Output(vec![e]))?;
                 views.push(ViewSummary {
                     granularity: g,

@@ -145,6 +145,12 @@ impl Replay {
         self
     }
 
+    /// Files per Parquet partition (default 1; see [`ParquetSinkConfig::buckets`]).
+    pub fn buckets(mut self, buckets: u32) -> Replay {
+        self.sink.buckets = buckets;
+        self
+    }
+
     /// Chunk size for splitting text files between workers.
     pub fn chunk_bytes(mut self, bytes: usize) -> Replay {
         self.source.chunk_bytes = bytes.max(4096);

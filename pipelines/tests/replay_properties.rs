@@ -154,6 +154,123 @@ fn two_workers_write_the_same_bytes_as_one_for_three_households() {
     assert_eq!(got, expect);
 }
 
+/// The `(meter, window_start)` keys of a Parquet file in file order, and its row groups.
+fn file_keys(file: &Path) -> (Vec<(String, i64)>, usize) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMillisecondType;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(file).unwrap(),
+    )
+    .unwrap();
+    let groups = builder.metadata().num_row_groups();
+    let mut keys = Vec::new();
+    for batch in builder.build().unwrap() {
+        let batch = batch.unwrap();
+        let meters = batch.column(0).as_string::<i32>();
+        let starts = batch.column(1).as_primitive::<TimestampMillisecondType>();
+        for i in 0..batch.num_rows() {
+            keys.push((meters.value(i).to_owned(), starts.value(i)));
+        }
+    }
+    (keys, groups)
+}
+
+/// Rows of a file are in `(window_start, meter)` order, meters by length and then bytes.
+fn assert_in_file_order(file: &Path, keys: &[(String, i64)]) {
+    let order = |(m, s): &(String, i64)| (*s, m.len(), m.clone());
+    for pair in keys.windows(2) {
+        assert!(
+            order(&pair[0]) < order(&pair[1]),
+            "{}: {:?} before {:?}",
+            file.display(),
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+#[test]
+fn many_meters_are_written_a_row_group_at_a_time_and_buckets_spread_them() {
+    // 120 households over 2 days: 345,600 minutes in one month, so the minute partition takes
+    // three row groups and the sink writes it while it is still open.
+    let dir = tempfile::tempdir().unwrap();
+    let input = generated(dir.path(), 120, 2);
+    let text = std::fs::read_to_string(&input).unwrap();
+    let mut want: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let (meter, rest) = line.split_once(';').unwrap();
+        if let UciLine::Reading { ts, values } = parse_uci_line(rest) {
+            want.insert((meter.to_owned(), ts), values[0]);
+        }
+    }
+    assert!(want.len() > 2 * wattflow::sink::parquet::ROW_GROUP_ROWS);
+
+    let one = dir.path().join("one");
+    Replay::new(&one).input(&input).run().expect("one bucket");
+    let file = one.join("minute/month=2006-12/part-0.parquet");
+    let (keys, groups) = file_keys(&file);
+    assert_eq!(
+        groups,
+        want.len().div_ceil(wattflow::sink::parquet::ROW_GROUP_ROWS)
+    );
+    assert_in_file_order(&file, &keys);
+    let minute = by_window(read_view(&one, "minute"));
+    let got: BTreeMap<(String, i64), i64> = minute
+        .iter()
+        .map(|(k, r)| {
+            assert_eq!(r.samples, 1, "{k:?}");
+            (k.clone(), r.dec[0][0] as i64)
+        })
+        .collect();
+    assert!(
+        got == want,
+        "the minute view holds every reading once, with its value"
+    );
+
+    // Four buckets: the same rows over four files a partition, each in file order, and the
+    // same bytes from one worker and from two.
+    let (b1, b2) = (dir.path().join("b1"), dir.path().join("b2"));
+    Replay::new(&b1)
+        .input(&input)
+        .buckets(4)
+        .run()
+        .expect("4 buckets");
+    Replay::new(&b2)
+        .input(&input)
+        .buckets(4)
+        .workers(2)
+        .chunk_bytes(256 * 1024)
+        .run()
+        .expect("4 buckets, 2 workers");
+    assert_same_files(&b1, &b2, "4 buckets, 1 vs 2 workers");
+    for g in ["minute", "hour", "day"] {
+        let files = common::parquet_files(&b1.join(g));
+        assert_eq!(files.len(), 4, "{g}: one file per bucket");
+        let mut meters_seen = BTreeSet::new();
+        for f in &files {
+            let (keys, _) = file_keys(f);
+            assert_in_file_order(f, &keys);
+            let meters: BTreeSet<String> = keys.into_iter().map(|(m, _)| m).collect();
+            assert!(meters.is_disjoint(&meters_seen), "a meter is in one bucket");
+            meters_seen.extend(meters);
+        }
+        assert_eq!(meters_seen.len(), 120, "{g}");
+        let (a, b) = (by_window(read_view(&one, g)), by_window(read_view(&b1, g)));
+        assert!(
+            a == b,
+            "{g}: buckets change where rows are, not what they are"
+        );
+        assert_eq!(common::manifest(&b1, g)["buckets"], 4);
+    }
+    // A view keeps its number of buckets.
+    let err = Replay::new(&b1)
+        .input(&input)
+        .run()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("buckets = 4"), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input
 // ---------------------------------------------------------------------------------------------

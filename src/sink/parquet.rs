@@ -14,11 +14,24 @@
 //! file, even right after a crash; the manifest is updated after every file ([`manifest`]).
 //!
 //! # When a partition is written
-//! Updates are routed to workers by partition, consolidated per window, and kept until the
-//! sink's input frontier passes the partition's end: every update of a window carries a time
-//! before the window's end, so from then on the partition is final and is written once. When
-//! the input ends, what remains is written. Memory is one open partition per granularity and
-//! meter group (a month of minutes), not the history.
+//! Updates are routed to workers by partition and meter bucket ([`ParquetSinkConfig::buckets`]),
+//! and applied per window as they arrive. A window is sealed once the sink's input frontier
+//! passes its end: every update of a window carries a time before the window's end, so from
+//! then on its value is final. Sealed windows leave the open partition in file order
+//! (`(window_start, meter)`: the windows of a granularity tile time, so the order in which
+//! they seal is the order of their starts) and go to the partition's file a row group of
+//! [`ROW_GROUP_ROWS`] at a time; when the frontier passes the partition's end, the last row
+//! group is written and the file is renamed into place. When the input ends, what remains is
+//! written.
+//!
+//! # Memory
+//! Per open partition (granularity, month or year, bucket): its unsealed windows (about one
+//! per meter and granularity, more while late data is accepted: at most meters × (lateness /
+//! window length + 1)), fewer than [`ROW_GROUP_ROWS`] sealed windows, and the row groups in
+//! flight to the writer thread (at most two queued and one being encoded). A window row takes
+//! about 280 bytes (key, aggregate, index), so a row group about 35 MiB, and the sink's memory
+//! does not grow with the length of the history nor, beyond the open windows, with the number
+//! of meters. `wattflow-bench` measures the peak RSS of `run` over a history of many meters.
 //!
 //! # Durability frontier
 //! The sink's one output carries no data. It holds, for every partition kept in memory or being
@@ -48,20 +61,26 @@ pub use layout::{
     partition_bounds, partition_bounds_in, partition_of, partition_of_in, view_batch,
     view_batch_for, view_schema, view_schema_for,
 };
-pub use manifest::{read_manifest, update_manifest, Manifest, PartitionEntry};
-pub use writer::{clean_debris, write_partition};
+pub use manifest::{check_buckets, read_manifest, update_manifest, Manifest, PartitionEntry};
+pub use writer::{clean_debris, merge_sorted_files, write_partition, FileSummary, PartitionFile};
 
 use crate::hash::FxMap;
 use crate::model::{Aggregate, Granularity, MeterId, WindowKey};
+use crate::time::Calendar;
 use crate::Time;
-use writer::PartitionWriter;
+use writer::{PartKey, PartitionWriter, WriteJob};
 
 /// zstd level used for the views.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 /// Name of the per-granularity manifest.
 pub const MANIFEST_FILE: &str = "_manifest.json";
-/// Name of the data file in each partition.
+/// Name of the data file of each partition with one meter bucket (the default).
 pub const PART_FILE: &str = "part-0.parquet";
+/// Rows in a row group of a view file (the last of a file may hold fewer). A month of one
+/// meter's minutes (44,640) fits in one; with many meters the sink writes a partition a row
+/// group at a time as its windows seal, so it never holds more than this many sealed rows of
+/// it (about 35 MiB, see the module docs).
+pub const ROW_GROUP_ROWS: usize = 1 << 17;
 
 /// Where and how to write the batch views.
 #[derive(Clone, Debug)]
@@ -72,6 +91,12 @@ pub struct ParquetSinkConfig {
     pub zstd_level: i32,
     /// The calendar of partitions and of `window_start` (default: naive local time).
     pub calendar: crate::time::Calendar,
+    /// Files per partition (default 1): meters are spread over `part-0.parquet` …
+    /// `part-<buckets − 1>.parquet` by a hash of their id, and each bucket of a partition is
+    /// written by one worker, so with many meters the encoding spreads over the workers. It
+    /// does not depend on the number of workers or processes, so neither do the files; a view
+    /// must keep the number it was first written with.
+    pub buckets: u32,
 }
 
 impl ParquetSinkConfig {
@@ -81,6 +106,7 @@ impl ParquetSinkConfig {
             out: out.into(),
             zstd_level: DEFAULT_ZSTD_LEVEL,
             calendar: crate::time::Calendar::Naive,
+            buckets: 1,
         }
     }
 }
@@ -105,15 +131,33 @@ pub struct SinkReport {
     pub errors: Vec<String>,
 }
 
-/// The rows of a partition not yet written: in arrival order (which is window order for a
-/// replay, so writing needs no sort and reads memory sequentially) with an index by key.
+/// Windows of an open partition that are not yet in its file.
 pub(crate) struct OpenPartition {
+    /// The number the writer knows this partition by.
+    id: u64,
     end: i64,
-    pub(crate) rows: Vec<((MeterId, i64), Option<Aggregate>)>,
-    pub(crate) index: FxMap<(MeterId, i64), u32>,
+    /// Unsealed windows in arrival order (which is window order for a replay, so a file needs
+    /// no sort), with an index by key; `None` for a window retracted to nothing.
+    rows: Vec<((MeterId, i64), Option<Aggregate>)>,
+    index: FxMap<(MeterId, i64), u32>,
+    /// Sealed windows in file order, waiting for a whole row group.
+    sealed: Vec<(WindowKey, Aggregate)>,
+    /// Look for sealed windows among `rows` once it holds this many.
+    next_check: usize,
 }
 
 impl OpenPartition {
+    fn new(id: u64, end: i64, expected: usize) -> OpenPartition {
+        OpenPartition {
+            id,
+            end,
+            rows: Vec::with_capacity(expected.min(ROW_GROUP_ROWS)),
+            index: FxMap::default(),
+            sealed: Vec::new(),
+            next_check: ROW_GROUP_ROWS,
+        }
+    }
+
     fn apply(&mut self, key: (MeterId, i64), agg: Aggregate, diff: isize) {
         match self.index.get(&key) {
             Some(&i) => {
@@ -131,6 +175,76 @@ impl OpenPartition {
             None => {}
         }
     }
+
+    /// Moves the windows that end at or before `through` (all of them with `None`) from
+    /// `rows` to `sealed`. No update of those can come any more (every update of a window
+    /// carries a time before its end), and every window sealed before ends before them: the
+    /// windows of a granularity tile time, so `sealed` stays in file order.
+    fn seal(&mut self, granularity: Granularity, through: Option<i64>, calendar: &Calendar) {
+        let is_sealed = |start: i64| match through {
+            None => true,
+            Some(f) => calendar.window(granularity, start).1 <= f,
+        };
+        let mut done = Vec::new();
+        let mut kept = Vec::new();
+        for ((meter, start), agg) in self.rows.drain(..) {
+            if !is_sealed(start) {
+                kept.push(((meter, start), agg));
+            } else if let Some(agg) = agg {
+                let key = WindowKey {
+                    meter,
+                    granularity,
+                    start,
+                };
+                done.push((key, agg));
+            }
+        }
+        let order = |(k, _): &(WindowKey, Aggregate)| (k.start, k.meter);
+        if !done.is_sorted_by_key(order) {
+            done.sort_unstable_by_key(order);
+        }
+        if self.sealed.is_empty() {
+            self.sealed = done;
+        } else {
+            self.sealed.append(&mut done);
+        }
+        self.index.clear();
+        for (i, (key, _)) in kept.iter().enumerate() {
+            self.index.insert(*key, i as u32);
+        }
+        self.next_check = ROW_GROUP_ROWS.max(2 * kept.len());
+        self.rows = kept;
+    }
+
+    /// The next whole row group of sealed windows; with `last`, also the rest.
+    fn row_group(&mut self, last: bool) -> Option<Vec<(WindowKey, Aggregate)>> {
+        if self.sealed.len() > ROW_GROUP_ROWS {
+            let rest = self.sealed.split_off(ROW_GROUP_ROWS);
+            Some(std::mem::replace(&mut self.sealed, rest))
+        } else if self.sealed.len() == ROW_GROUP_ROWS || (last && !self.sealed.is_empty()) {
+            Some(std::mem::take(&mut self.sealed))
+        } else {
+            None
+        }
+    }
+}
+
+/// The bucket of `meter` among `buckets` (see [`ParquetSinkConfig::buckets`]): a hash of its
+/// id that does not depend on the process, the platform or the number of workers.
+pub fn bucket_of(meter: &MeterId, buckets: u32) -> u32 {
+    use std::hash::Hasher;
+    if buckets <= 1 {
+        return 0;
+    }
+    let mut h = crate::hash::FxHasher::default();
+    h.write(meter.as_str().as_bytes());
+    // The high bits mix best.
+    ((h.finish() >> 32) % buckets as u64) as u32
+}
+
+/// The file of a meter bucket in a partition folder: `part-<bucket>.parquet`.
+pub fn part_file(bucket: u32) -> String {
+    format!("part-{bucket}.parquet")
 }
 
 /// A capability for `time` from the capability of the message carrying it (a record is never
@@ -157,11 +271,14 @@ pub fn parquet_sink<'scope>(
 ) -> StreamVec<'scope, Time, ()> {
     let scope = updates.scope();
     let mut builder = OperatorBuilder::new("ParquetViewSink".to_owned(), scope);
-    let calendar = config.calendar.clone();
+    let (calendar, buckets) = (config.calendar.clone(), config.buckets.max(1));
     let pact = Exchange::new(
         move |((k, _), _, _): &((WindowKey, Aggregate), Time, isize)| {
             let (start, _) = partition_bounds_in(&calendar, k.granularity, k.start);
-            (start as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ k.granularity as u64
+            let bucket = bucket_of(&k.meter, buckets) as u64;
+            (start as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ^ k.granularity as u64
+                ^ bucket.wrapping_mul(0xc2b2_ae3d_27d4_eb4f)
         },
     );
     let mut input = builder.new_input(updates, pact);
@@ -174,11 +291,13 @@ pub fn parquet_sink<'scope>(
         // Never used to send: kept so the output exists for as long as the operator.
         let _output = output;
         // Open partitions, each with the capability of its earliest update.
-        let mut open: FxMap<(Granularity, i64), (OpenPartition, Capability<Time>)> =
-            FxMap::default();
-        // Partitions handed to the writer, by job number, until their file is durable.
+        let mut open: FxMap<PartKey, (OpenPartition, Capability<Time>)> = FxMap::default();
+        // Partitions handed to the writer, by number, until their file is durable.
         let mut writing: FxMap<u64, Capability<Time>> = FxMap::default();
-        let mut next_job = 0u64;
+        // Partitions whose file could not be written: held until the input ends, so nothing
+        // downstream takes them for durable (the run then fails with the error).
+        let mut failed: Vec<Capability<Time>> = Vec::new();
+        let mut next_id = 0u64;
         let done = Arc::new(Mutex::new(Vec::new()));
         let mut writer = Some(PartitionWriter::start(
             Arc::clone(&config),
@@ -192,30 +311,29 @@ pub fn parquet_sink<'scope>(
             let mut last: Option<(Granularity, i64, i64)> = None;
             input.for_each(|cap, data| {
                 for ((key, agg), time, diff) in data.drain(..) {
-                    let pstart = match last {
+                    let (pstart, pend) = match last {
                         Some((g, a, b))
                             if g == key.granularity && a <= key.start && key.start < b =>
                         {
-                            a
+                            (a, b)
                         }
                         _ => {
                             let (a, b) =
                                 partition_bounds_in(&config.calendar, key.granularity, key.start);
                             last = Some((key.granularity, a, b));
-                            a
+                            (a, b)
                         }
                     };
-                    let (part, held) = open.entry((key.granularity, pstart)).or_insert_with(|| {
-                        let end =
-                            partition_bounds_in(&config.calendar, key.granularity, key.start).1;
+                    let bucket = bucket_of(&key.meter, buckets);
+                    let part_key = (key.granularity, pstart, bucket);
+                    let (part, held) = open.entry(part_key).or_insert_with(|| {
                         // One meter's windows: growth copies big rows, so start at the likely size.
-                        let expected = ((end - pstart) / key.granularity.len_ms()) as usize;
-                        let part = OpenPartition {
-                            end,
-                            rows: Vec::with_capacity(expected),
-                            index: FxMap::default(),
-                        };
-                        (part, hold(&cap, time))
+                        let expected = ((pend - pstart) / key.granularity.len_ms()) as usize;
+                        next_id += 1;
+                        (
+                            OpenPartition::new(next_id, pend, expected),
+                            hold(&cap, time),
+                        )
                     });
                     if time < *held.time() {
                         *held = hold(&cap, time);
@@ -223,33 +341,54 @@ pub fn parquet_sink<'scope>(
                     part.apply((key.meter, key.start), agg, diff);
                 }
             });
-            let frontier = frontiers[0].frontier();
-            let sealed = |p: &OpenPartition| match frontier.first() {
-                Some(&f) => p.end <= f as i64,
-                None => true,
-            };
-            let mut ready: Vec<(Granularity, i64)> = open
-                .iter()
-                .filter(|(_, (p, _))| sealed(p))
-                .map(|(k, _)| *k)
-                .collect();
-            ready.sort();
-            for key in ready {
-                let (part, cap) = open.remove(&key).expect("ready partition");
-                let job = next_job;
-                next_job += 1;
-                writing.insert(job, cap);
-                if let Some(w) = writer.as_mut() {
-                    w.write((job, key.0, key.1, part));
+            let frontier = frontiers[0].frontier().first().map(|&f| f as i64);
+            let Some(w) = writer.as_mut() else { return };
+            // Whole partitions that are sealed, and row groups of those still open.
+            let mut ready = Vec::new();
+            for (key, (part, _)) in open.iter_mut() {
+                match frontier {
+                    Some(f) if part.end > f => {
+                        if part.rows.len() >= part.next_check {
+                            part.seal(key.0, Some(f), &config.calendar);
+                            while let Some(rows) = part.row_group(false) {
+                                let (id, key) = (part.id, *key);
+                                w.write(WriteJob::Rows { id, key, rows });
+                            }
+                        }
+                    }
+                    _ => ready.push(*key),
                 }
             }
-            if frontier.is_empty() {
+            ready.sort();
+            for key in ready {
+                let (mut part, cap) = open.remove(&key).expect("ready partition");
+                part.seal(key.0, None, &config.calendar);
+                while let Some(rows) = part.row_group(true) {
+                    w.write(WriteJob::Rows {
+                        id: part.id,
+                        key,
+                        rows,
+                    });
+                }
+                writing.insert(part.id, cap);
+                w.write(WriteJob::Close { id: part.id, key });
+            }
+            if frontier.is_none() {
                 // Every partition is handed over: wait for the files before the operator retires,
                 // so whoever runs the graph finds them written when it completes.
                 writer.take();
             }
-            for job in std::mem::take(&mut *done.lock().unwrap_or_else(|e| e.into_inner())) {
-                writing.remove(&job);
+            for (id, durable) in
+                std::mem::take(&mut *done.lock().unwrap_or_else(|e| e.into_inner()))
+            {
+                if let Some(cap) = writing.remove(&id) {
+                    if !durable {
+                        failed.push(cap);
+                    }
+                }
+            }
+            if frontier.is_none() {
+                failed.clear();
             }
         }
     });
@@ -262,6 +401,72 @@ mod tests {
     use super::*;
     use crate::model::{Origin, Reading};
     use crate::time;
+
+    #[test]
+    fn buckets_spread_meters_evenly_and_the_same_way_every_time() {
+        let mut counts = [0u32; 4];
+        for i in 0..1000 {
+            let meter = MeterId::new(&format!("household-{i}")).unwrap();
+            let b = bucket_of(&meter, 4);
+            assert_eq!(b, bucket_of(&meter, 4));
+            counts[b as usize] += 1;
+            assert_eq!(bucket_of(&meter, 1), 0);
+        }
+        assert!(
+            counts.iter().all(|&c| (150..=350).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn an_open_partition_seals_its_windows_in_file_order() {
+        let minute = |i: u32| time::naive_to_ms(2007, 1, 1, 0, i, 0).unwrap();
+        let agg = |v: i32| {
+            Aggregate::of(&Reading {
+                meter: MeterId::new("x").unwrap(),
+                ts: 0,
+                interval_s: 60,
+                values: [v, 0, 230_000, 0, 0, 0, 0],
+                origin: Origin::default(),
+            })
+        };
+        let (a, bb) = (MeterId::new("bb").unwrap(), MeterId::new("a").unwrap());
+        let mut part = OpenPartition::new(1, minute(59), 60);
+        // Arrival order is not file order; one window is retracted to nothing.
+        for (m, i, v) in [
+            (a, 1, 1),
+            (bb, 1, 2),
+            (bb, 0, 3),
+            (a, 0, 4),
+            (a, 2, 5),
+            (bb, 2, 6),
+        ] {
+            part.apply((m, minute(i)), agg(v), 1);
+        }
+        part.apply((a, minute(0)), agg(4), -1);
+        part.seal(Granularity::Minute, Some(minute(2)), &Calendar::Naive);
+        let keys: Vec<(i64, MeterId)> = part
+            .sealed
+            .iter()
+            .map(|(k, _)| (k.start, k.meter))
+            .collect();
+        assert_eq!(keys, vec![(minute(0), bb), (minute(1), bb), (minute(1), a)]);
+        assert_eq!(part.rows.len(), 2, "minute 2 is still open");
+        assert_eq!(
+            part.row_group(false).map(|r| r.len()),
+            None,
+            "not a whole row group"
+        );
+        // A later update of an open window still lands in it.
+        part.apply((a, minute(2)), agg(5), -1);
+        part.apply((a, minute(2)), agg(7), 1);
+        part.seal(Granularity::Minute, None, &Calendar::Naive);
+        let rows = part.row_group(true).unwrap();
+        assert_eq!(rows.len(), 5);
+        assert_eq!(rows[4].0.meter, a);
+        assert_eq!(rows[4].1, agg(7));
+        assert!(part.row_group(true).is_none());
+    }
 
     #[test]
     fn partitions_follow_calendar_months_and_years() {
@@ -327,6 +532,7 @@ mod tests {
         update_manifest(
             dir.path(),
             Granularity::Hour,
+            1,
             &[
                 e("year=2006/part-0.parquet", 10, 5),
                 e("year=2007/part-0.parquet", 20, 9),
@@ -336,6 +542,7 @@ mod tests {
         let m = update_manifest(
             dir.path(),
             Granularity::Hour,
+            1,
             &[e("year=2007/part-0.parquet", 30, 12)],
         )
         .unwrap();

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Output folder of the Parquet batch views (turns them on).
     #[arg(long, short = 'o', value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Files per Parquet partition: meters are spread over `part-0.parquet` … by a hash of
+    /// their id, so many meters spread over the workers (default 1; keep it for a view).
+    #[arg(long, value_name = "N")]
+    pub parquet_buckets: Option<u32>,
     /// Timely worker threads.
     #[arg(long, short = 'w')]
     pub workers: Option<usize>,
@@ -133,6 +137,9 @@ impl RunArgs {
         }
         if let Some(o) = &self.out {
             put(&mut f, "parquet", "out", json!(o));
+        }
+        if let Some(b) = self.parquet_buckets {
+            put(&mut f, "parquet", "buckets", json!(b));
         }
         if let Some(w) = self.workers {
             put(&mut f, "pipeline", "workers", json!(w));

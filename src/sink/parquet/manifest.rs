@@ -46,8 +46,34 @@ pub struct Manifest {
     pub rows: u64,
     /// Readings over all rows.
     pub samples: u64,
+    /// Files per partition (meter buckets, `part-<bucket>.parquet`).
+    #[serde(default = "one_bucket")]
+    pub buckets: u32,
     /// Files, sorted by path.
     pub partitions: Vec<PartitionEntry>,
+}
+
+fn one_bucket() -> u32 {
+    1
+}
+
+/// Refuses to write views of `buckets` files per partition into `out` when a manifest there
+/// records another number: the meters would then be in two files of a partition.
+pub fn check_buckets(out: &Path, buckets: u32) -> Result<(), String> {
+    for g in Granularity::ALL {
+        if let Some(m) = read_manifest(out, g) {
+            if m.buckets != buckets {
+                return Err(format!(
+                    "{}: the view was written with {} file(s) per partition (buckets = {}); \
+                     this run asks for {buckets}: use the same number, or another output folder",
+                    out.join(g.name()).join(MANIFEST_FILE).display(),
+                    m.buckets,
+                    m.buckets
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a granularity's manifest, if there is one.
@@ -62,6 +88,7 @@ pub fn read_manifest(out: &Path, granularity: Granularity) -> Option<Manifest> {
 pub fn update_manifest(
     out: &Path,
     granularity: Granularity,
+    buckets: u32,
     written: &[PartitionEntry],
 ) -> Result<Manifest, String> {
     let _one_at_a_time = MANIFEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,6 +127,7 @@ pub fn update_manifest(
         sealed_through: format_iso(sealed_through_ms),
         rows: partitions.iter().map(|p| p.rows).sum(),
         samples: partitions.iter().map(|p| p.samples).sum(),
+        buckets,
         partitions,
     };
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())? + "\n";

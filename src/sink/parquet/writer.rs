@@ -7,16 +7,18 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 
-use super::layout::{partition_of_in, view_batch_for, writer_properties};
+use super::layout::{partition_of_in, view_batch_for, view_schema_for, writer_properties};
 use super::manifest::{update_manifest, PartitionEntry};
-use super::{OpenPartition, ParquetSinkConfig, ParquetStats, SinkReport, PART_FILE};
+use super::{part_file, ParquetSinkConfig, ParquetStats, SinkReport, PART_FILE};
+use crate::hash::FxMap;
 use crate::model::{Aggregate, Granularity, WindowKey};
 use crate::time::format_iso;
 use crate::time::Calendar;
@@ -45,130 +47,408 @@ pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String>
     result.map_err(|e| ctx(&e))
 }
 
-/// Writes `rows` (already sorted) to `dir/part-0.parquet` durably (see the module docs),
-/// keeping the windows of the file already there that `rows` does not hold
-/// ([`merge_with_existing`]). On an error (a full disk) the temporary file is removed and the
-/// old file, if any, stays. Returns the batch written.
+/// What a finished partition file holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileSummary {
+    /// Rows (windows).
+    pub rows: u64,
+    /// Σ samples over the rows.
+    pub samples: u64,
+    /// Start of the first window (ms).
+    pub first: i64,
+    /// Start of the last window (ms).
+    pub last: i64,
+}
+
+impl FileSummary {
+    fn add(&mut self, batch: &RecordBatch) {
+        use arrow_array::types::{Int64Type, TimestampMillisecondType};
+        let n = batch.num_rows();
+        if n == 0 {
+            return;
+        }
+        let starts = batch.column(1).as_primitive::<TimestampMillisecondType>();
+        if self.rows == 0 {
+            self.first = starts.value(0);
+        }
+        self.last = starts.value(n - 1);
+        self.rows += n as u64;
+        let samples = batch.column(2).as_primitive::<Int64Type>();
+        self.samples += samples.values().iter().map(|&s| s as u64).sum::<u64>();
+    }
+}
+
+/// The order of rows in a file: `(window_start, meter)` with meters in [`MeterId`]'s order
+/// (length, then bytes), as the sink sorts them.
+///
+/// [`MeterId`]: crate::model::MeterId
+fn row_order(start: i64, meter: &str) -> (i64, usize, &[u8]) {
+    (start, meter.len(), meter.as_bytes())
+}
+
+/// One partition file being written: row groups are appended to a hidden temporary file as
+/// the sink seals them, and [`PartitionFile::finish`] makes it the partition's file. Memory is
+/// the row group being encoded, not the partition.
+///
+/// The bytes of the file depend only on the sequence of rows and on where the row groups
+/// break; the sink breaks them every [`ROW_GROUP_ROWS`] rows, so the same windows give the
+/// same file however they arrived (in one piece, in many, or merged with a file already
+/// there).
+///
+/// [`ROW_GROUP_ROWS`]: super::ROW_GROUP_ROWS
+pub struct PartitionFile {
+    dir: PathBuf,
+    file_name: String,
+    tmp: PathBuf,
+    calendar: Calendar,
+    zstd_level: i32,
+    writer: Option<ArrowWriter<File>>,
+    handle: File,
+    summary: FileSummary,
+}
+
+impl PartitionFile {
+    /// Starts `dir/file_name` (created on [`PartitionFile::finish`]).
+    pub fn create(
+        dir: &Path,
+        file_name: &str,
+        zstd_level: i32,
+        calendar: &Calendar,
+    ) -> Result<PartitionFile, String> {
+        let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.join(file_name).display());
+        std::fs::create_dir_all(dir).map_err(|e| ctx(&e))?;
+        let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+        let file = File::create(&tmp).map_err(|e| ctx(&e))?;
+        let handle = file.try_clone().map_err(|e| ctx(&e))?;
+        let props = writer_properties(zstd_level)?;
+        let writer = ArrowWriter::try_new(file, view_schema_for(calendar), Some(props));
+        let writer = match writer {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(ctx(&e));
+            }
+        };
+        Ok(PartitionFile {
+            dir: dir.to_path_buf(),
+            file_name: file_name.to_owned(),
+            tmp,
+            calendar: calendar.clone(),
+            zstd_level,
+            writer: Some(writer),
+            handle,
+            summary: FileSummary::default(),
+        })
+    }
+
+    fn ctx(&self, e: &dyn std::fmt::Display) -> String {
+        format!("{}: {e}", self.dir.join(&self.file_name).display())
+    }
+
+    /// Appends `rows` as one row group. They must be in file order (`(window_start, meter)`)
+    /// and after every row appended before.
+    pub fn append(&mut self, rows: &[(WindowKey, &Aggregate)]) -> Result<(), String> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let after_last = self.summary.rows == 0 || rows[0].0.start >= self.summary.last;
+        let in_order = rows.is_sorted_by(|(a, _), (b, _)| (a.start, a.meter) < (b.start, b.meter));
+        if !after_last || !in_order {
+            return Err(self.ctx(&"rows out of file order (a bug: please report it)"));
+        }
+        let batch = view_batch_for(&self.calendar, rows).map_err(|e| self.ctx(&e))?;
+        let writer = self
+            .writer
+            .as_mut()
+            .expect("an unfinished file has a writer");
+        let written = writer.write(&batch).and_then(|()| writer.flush());
+        written.map_err(|e| self.ctx(&e))?;
+        self.summary.add(&batch);
+        Ok(())
+    }
+
+    /// Closes and syncs the file, keeps the windows of the file already in place that this
+    /// one does not hold ([`merge_sorted_files`]), and renames the result into place; the
+    /// folder is synced after. Returns what the file holds, `None` when no row was appended
+    /// (then nothing is written and a file in place stays as it is).
+    pub fn finish(mut self) -> Result<Option<FileSummary>, String> {
+        let writer = self.writer.take().expect("finished once");
+        if self.summary.rows == 0 {
+            drop(writer);
+            return Ok(None);
+        }
+        writer.close().map_err(|e| self.ctx(&e))?;
+        self.handle.sync_all().map_err(|e| self.ctx(&e))?;
+        let target = self.dir.join(&self.file_name);
+        let mut summary = self.summary;
+        let mut from = self.tmp.clone();
+        if target.is_file() {
+            let merged = self.dir.join(format!(
+                ".{}.{}.merge.tmp",
+                self.file_name,
+                std::process::id()
+            ));
+            let result =
+                merge_sorted_files(&self.tmp, &target, &merged, self.zstd_level, &self.calendar);
+            match result {
+                Ok(Some(s)) => {
+                    summary = s;
+                    from = merged;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = std::fs::remove_file(&merged);
+                    return Err(e);
+                }
+            }
+        }
+        std::fs::rename(&from, &target).map_err(|e| self.ctx(&e))?;
+        sync_dir(&self.dir).map_err(|e| self.ctx(&e))?;
+        Ok(Some(summary))
+    }
+}
+
+impl Drop for PartitionFile {
+    fn drop(&mut self) {
+        // Finished or abandoned: no temporary file stays behind.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Writes `rows` (sorted) to `dir/part-0.parquet` durably, in row groups of
+/// [`ROW_GROUP_ROWS`](super::ROW_GROUP_ROWS), keeping the windows of the file already there that
+/// `rows` does not hold. On an error (a full disk) the temporary file is removed and the old
+/// file, if any, stays.
 pub fn write_partition(
     dir: &Path,
     rows: &[(WindowKey, &Aggregate)],
     zstd_level: i32,
     calendar: &Calendar,
-) -> Result<RecordBatch, String> {
-    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.join(PART_FILE).display());
-    let batch = view_batch_for(calendar, rows).map_err(|e| ctx(&e))?;
-    let batch = merge_with_existing(&dir.join(PART_FILE), batch)?;
-    write_batch(dir, &batch, zstd_level)?;
-    Ok(batch)
-}
-
-/// The order of rows in a file: `(window_start, meter)` with meters in [`MeterId`]'s order
-/// (length, then bytes), as the sink sorts them.
-fn row_order(start: i64, meter: &str) -> (i64, usize, &[u8]) {
-    (start, meter.len(), meter.as_bytes())
-}
-
-/// `new` (sorted) with the rows of the existing file at `path` whose windows `new` does not
-/// hold, in file order: rewriting a partition never replaces it by less (a run that covers part
-/// of a month keeps the rest of the month). Only the key columns are read when the new rows
-/// cover every old window.
-pub fn merge_with_existing(path: &Path, new: RecordBatch) -> Result<RecordBatch, String> {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::TimestampMillisecondType;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use parquet::arrow::ProjectionMask;
-
-    if !path.is_file() {
-        return Ok(new);
+) -> Result<Option<FileSummary>, String> {
+    let mut file = PartitionFile::create(dir, PART_FILE, zstd_level, calendar)?;
+    for group in rows.chunks(super::ROW_GROUP_ROWS) {
+        file.append(group)?;
     }
-    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let open = || {
+    file.finish()
+}
+
+/// Reads a file's row groups in order, one row at a time.
+struct Cursor {
+    batches: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    batch: Option<RecordBatch>,
+    row: usize,
+    /// Counts the batches read, so a chunk knows when the cursor moved on to another one.
+    generation: u64,
+}
+
+impl Cursor {
+    fn open(path: &Path, keys_only: bool, schema: &SchemaRef) -> Result<Cursor, String> {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use parquet::arrow::ProjectionMask;
+        let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
         let file = File::open(path).map_err(|e| ctx(&e))?;
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| ctx(&e))
-    };
-    let builder = open()?;
-    let schema = new.schema();
-    if builder.schema().fields() != schema.fields() {
-        return Err(ctx(
-            &"holds other columns than this version writes: move it away to rewrite the view",
-        ));
-    }
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
-    let mut old_keys: Vec<(String, i64)> = Vec::new();
-    for batch in builder.with_projection(mask).build().map_err(|e| ctx(&e))? {
-        let batch = batch.map_err(|e| ctx(&e))?;
-        let meters = batch.column(0).as_string::<i32>();
-        let starts = batch.column(1).as_primitive::<TimestampMillisecondType>();
-        for i in 0..batch.num_rows() {
-            old_keys.push((meters.value(i).to_owned(), starts.value(i)));
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| ctx(&e))?
+            .with_batch_size(8192);
+        if builder.schema().fields() != schema.fields() {
+            return Err(ctx(
+                &"holds other columns than this version writes: move it away to rewrite the view",
+            ));
         }
-    }
-    let new_meters = new.column(0).as_string::<i32>();
-    let new_starts = new.column(1).as_primitive::<TimestampMillisecondType>();
-    // Merge the two sorted key lists: (batch, row) of every row of the result.
-    let mut order = Vec::with_capacity(new.num_rows() + old_keys.len());
-    let (mut i, mut j) = (0, 0);
-    let mut kept_old = 0;
-    while i < new.num_rows() || j < old_keys.len() {
-        let new_key =
-            (i < new.num_rows()).then(|| row_order(new_starts.value(i), new_meters.value(i)));
-        let old_key = old_keys.get(j).map(|(m, s)| row_order(*s, m));
-        match (new_key, old_key) {
-            (Some(n), Some(o)) if n == o => {
-                order.push((0, i));
-                i += 1;
-                j += 1;
-            }
-            (Some(n), Some(o)) if o < n => {
-                order.push((1, j));
-                kept_old += 1;
-                j += 1;
-            }
-            (Some(_), _) => {
-                order.push((0, i));
-                i += 1;
-            }
-            (None, Some(_)) => {
-                order.push((1, j));
-                kept_old += 1;
-                j += 1;
-            }
-            (None, None) => break,
+        if keys_only {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
+            builder = builder.with_projection(mask);
         }
+        let mut cursor = Cursor {
+            batches: builder.build().map_err(|e| ctx(&e))?,
+            batch: None,
+            row: 0,
+            generation: 0,
+        };
+        cursor.next_batch().map_err(|e| ctx(&e))?;
+        Ok(cursor)
     }
-    if kept_old == 0 {
-        return Ok(new);
+
+    fn next_batch(&mut self) -> Result<(), arrow_schema::ArrowError> {
+        self.batch = None;
+        self.row = 0;
+        for batch in self.batches.by_ref() {
+            let batch = batch?;
+            if batch.num_rows() > 0 {
+                self.batch = Some(batch);
+                self.generation += 1;
+                break;
+            }
+        }
+        Ok(())
     }
-    let batches: Vec<RecordBatch> = open()?
-        .build()
-        .map_err(|e| ctx(&e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| ctx(&e))?;
-    let old = arrow_select::concat::concat_batches(&schema, &batches).map_err(|e| ctx(&e))?;
-    arrow_select::interleave::interleave_record_batch(&[&new, &old], &order).map_err(|e| ctx(&e))
+
+    fn key(&self) -> Option<(i64, usize, &[u8])> {
+        use arrow_array::types::TimestampMillisecondType;
+        let batch = self.batch.as_ref()?;
+        let meter = batch.column(0).as_string::<i32>().value(self.row);
+        let start = batch.column(1).as_primitive::<TimestampMillisecondType>();
+        Some(row_order(start.value(self.row), meter))
+    }
+
+    fn advance(&mut self) -> Result<(), String> {
+        self.row += 1;
+        if self
+            .batch
+            .as_ref()
+            .is_some_and(|b| self.row >= b.num_rows())
+        {
+            self.next_batch().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
 }
 
-/// Writes `batch` to `dir/part-0.parquet` durably.
-fn write_batch(dir: &Path, batch: &RecordBatch, zstd_level: i32) -> Result<(), String> {
-    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.join(PART_FILE).display());
-    std::fs::create_dir_all(dir).map_err(|e| ctx(&e))?;
-    let tmp = dir.join(format!(".{PART_FILE}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let file = File::create(&tmp).map_err(|e| ctx(&e))?;
-        let handle = file.try_clone().map_err(|e| ctx(&e))?;
-        let mut writer =
-            ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(zstd_level)?))
-                .map_err(|e| ctx(&e))?;
-        writer.write(batch).map_err(|e| ctx(&e))?;
-        writer.close().map_err(|e| ctx(&e))?;
-        handle.sync_all().map_err(|e| ctx(&e))?;
-        std::fs::rename(&tmp, dir.join(PART_FILE)).map_err(|e| ctx(&e))?;
-        sync_dir(dir).map_err(|e| ctx(&e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+/// Which file the next row of a merge comes from.
+enum Pick {
+    /// The same window in both: the new row replaces the old one.
+    Both,
+    New,
+    Old,
+    Done,
+}
+
+fn pick(new: &Cursor, old: &Cursor) -> Pick {
+    match (new.key(), old.key()) {
+        (Some(n), Some(o)) if n == o => Pick::Both,
+        (Some(n), Some(o)) if o < n => Pick::Old,
+        (Some(_), _) => Pick::New,
+        (None, Some(_)) => Pick::Old,
+        (None, None) => Pick::Done,
     }
-    result
+}
+
+/// The rows of one output row group, as (batch, row) references into the batches they come from.
+#[derive(Default)]
+struct Chunk {
+    batches: Vec<RecordBatch>,
+    /// For each side, the generation of its cursor's batch and where it is in `batches`.
+    current: [Option<(u64, usize)>; 2],
+    order: Vec<(usize, usize)>,
+}
+
+impl Chunk {
+    fn take(&mut self, side: usize, cursor: &Cursor) {
+        let index = match self.current[side] {
+            Some((generation, i)) if generation == cursor.generation => i,
+            _ => {
+                self.batches.push(
+                    cursor
+                        .batch
+                        .clone()
+                        .expect("a cursor with a key has a batch"),
+                );
+                self.current[side] = Some((cursor.generation, self.batches.len() - 1));
+                self.batches.len() - 1
+            }
+        };
+        self.order.push((index, cursor.row));
+    }
+
+    fn write(
+        &mut self,
+        writer: &mut ArrowWriter<File>,
+        schema: &SchemaRef,
+        summary: &mut FileSummary,
+    ) -> Result<(), String> {
+        if self.order.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&RecordBatch> = self.batches.iter().collect();
+        let batch = arrow_select::interleave::interleave_record_batch(&refs, &self.order)
+            .and_then(|b| RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec()))
+            .map_err(|e| e.to_string())?;
+        writer.write(&batch).map_err(|e| e.to_string())?;
+        writer.flush().map_err(|e| e.to_string())?;
+        summary.add(&batch);
+        *self = Chunk::default();
+        Ok(())
+    }
+}
+
+/// Merges two files in file order into `out`: the rows of `new`, and the rows of `old` whose
+/// windows `new` does not hold, in row groups of [`ROW_GROUP_ROWS`](super::ROW_GROUP_ROWS).
+/// Returns `None`, writing nothing, when `new` holds every window of `old` (a first pass reads
+/// only the key columns); otherwise `out` is written and synced. Memory is a row group of each.
+/// So rewriting a partition never replaces it by less: a run that covers part of a month
+/// keeps the rest of the month.
+pub fn merge_sorted_files(
+    new: &Path,
+    old: &Path,
+    out: &Path,
+    zstd_level: i32,
+    calendar: &Calendar,
+) -> Result<Option<FileSummary>, String> {
+    let schema = view_schema_for(calendar);
+    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", old.display());
+    // Pass 1, keys only: is any old window missing from the new file?
+    let (mut n, mut o) = (
+        Cursor::open(new, true, &schema)?,
+        Cursor::open(old, true, &schema)?,
+    );
+    let keeps_old = loop {
+        match pick(&n, &o) {
+            Pick::Both => {
+                n.advance()?;
+                o.advance()?;
+            }
+            Pick::New => n.advance()?,
+            Pick::Old => break true,
+            Pick::Done => break false,
+        }
+    };
+    if !keeps_old {
+        return Ok(None);
+    }
+    // Pass 2: the merge.
+    let (mut n, mut o) = (
+        Cursor::open(new, false, &schema)?,
+        Cursor::open(old, false, &schema)?,
+    );
+    let file = File::create(out).map_err(|e| ctx(&e))?;
+    let handle = file.try_clone().map_err(|e| ctx(&e))?;
+    let mut writer = ArrowWriter::try_new(
+        file,
+        Arc::clone(&schema),
+        Some(writer_properties(zstd_level)?),
+    )
+    .map_err(|e| ctx(&e))?;
+    let mut chunk = Chunk::default();
+    let mut summary = FileSummary::default();
+    loop {
+        match pick(&n, &o) {
+            Pick::Both => {
+                chunk.take(0, &n);
+                n.advance()?;
+                o.advance()?;
+            }
+            Pick::New => {
+                chunk.take(0, &n);
+                n.advance()?;
+            }
+            Pick::Old => {
+                chunk.take(1, &o);
+                o.advance()?;
+            }
+            Pick::Done => break,
+        }
+        if chunk.order.len() == super::ROW_GROUP_ROWS {
+            chunk
+                .write(&mut writer, &schema, &mut summary)
+                .map_err(|e| ctx(&e))?;
+        }
+    }
+    chunk
+        .write(&mut writer, &schema, &mut summary)
+        .map_err(|e| ctx(&e))?;
+    writer.close().map_err(|e| ctx(&e))?;
+    handle.sync_all().map_err(|e| ctx(&e))?;
+    Ok(Some(summary))
 }
 
 /// Removes the hidden temporary files (`.*.tmp`) a killed run left under `out`; returns how
@@ -195,106 +475,132 @@ pub fn clean_debris(out: &Path) -> std::io::Result<usize> {
     Ok(removed)
 }
 
-/// Encodes one sealed partition and writes it; `None` when it holds no row.
-fn flush(
-    config: &ParquetSinkConfig,
-    granularity: Granularity,
-    partition_start: i64,
-    part: OpenPartition,
-) -> Result<Option<PartitionEntry>, String> {
-    let (_, _, name) = partition_of_in(&config.calendar, granularity, partition_start);
-    drop(part.index);
-    let mut rows: Vec<(WindowKey, &Aggregate)> = part
-        .rows
-        .iter()
-        .filter_map(|&((meter, start), ref agg)| {
-            agg.as_ref().map(|agg| {
-                (
-                    WindowKey {
-                        meter,
-                        granularity,
-                        start,
-                    },
-                    agg,
-                )
-            })
-        })
-        .collect();
-    if rows.is_empty() {
-        return Ok(None);
-    }
-    let order = |k: &WindowKey| (k.start, k.meter);
-    if !rows.is_sorted_by_key(|(k, _)| order(k)) {
-        rows.sort_unstable_by_key(|(k, _)| order(k));
-    }
-    let dir = config.out.join(granularity.name()).join(&name);
-    let written = write_partition(&dir, &rows, config.zstd_level, &config.calendar)?;
-    let starts = written
-        .column(1)
-        .as_primitive::<arrow_array::types::TimestampMillisecondType>();
-    let samples = written
-        .column(2)
-        .as_primitive::<arrow_array::types::Int64Type>();
-    let first = starts.value(0);
-    let last = starts.value(written.num_rows() - 1);
-    Ok(Some(PartitionEntry {
-        path: format!("{name}/{PART_FILE}"),
-        rows: written.num_rows() as u64,
-        samples: samples.iter().flatten().map(|s| s as u64).sum(),
-        first_window: format_iso(first),
-        last_window: format_iso(last),
-        last_window_end_ms: config.calendar.window(granularity, last).1,
-    }))
+/// A partition of a view: granularity, first instant, and meter bucket.
+pub(crate) type PartKey = (Granularity, i64, u32);
+
+/// Work for the writer: the row groups of a partition as the sink seals them, then its end.
+pub(super) enum WriteJob {
+    /// Sealed rows of partition `id`, in file order: one row group.
+    Rows {
+        id: u64,
+        key: PartKey,
+        rows: Vec<(WindowKey, Aggregate)>,
+    },
+    /// Partition `id` is complete: make its file durable and record it.
+    Close { id: u64, key: PartKey },
 }
 
-/// Writes one partition, records it in `report` and in the granularity's manifest.
-pub(super) fn write_and_report(
-    config: &ParquetSinkConfig,
-    report: &Mutex<SinkReport>,
-    stats: &ParquetStats,
-    granularity: Granularity,
-    partition_start: i64,
-    part: OpenPartition,
-) {
-    let started = std::time::Instant::now();
-    let result = flush(config, granularity, partition_start, part).and_then(|entry| {
-        if let Some(entry) = &entry {
-            update_manifest(&config.out, granularity, std::slice::from_ref(entry))?;
-        }
-        Ok(entry)
-    });
-    if let Ok(Some(entry)) = &result {
-        use std::sync::atomic::Ordering::Relaxed;
-        stats.write_seconds.observe(started.elapsed());
-        stats.windows_written[granularity as usize].fetch_add(entry.rows, Relaxed);
-        stats.files_written.fetch_add(1, Relaxed);
-    }
-    let mut report = report.lock().expect("report lock");
-    match result {
-        Ok(Some(entry)) => report.written.entry(granularity).or_default().push(entry),
-        Ok(None) => {}
-        Err(e) => report.errors.push(e),
-    }
+/// A partition file in the making, or why it could not be made.
+struct Open {
+    file: Result<PartitionFile, String>,
+    /// Time spent encoding and writing it so far.
+    busy: std::time::Duration,
 }
 
-/// Sealed partitions waiting for the writer thread; two at most, so a slow disk slows the
-/// dataflow down instead of filling memory.
-const WRITE_QUEUE: usize = 2;
-
-/// A partition handed to the writer, with the number the sink knows it by.
-pub(super) type WriteJob = (u64, Granularity, i64, OpenPartition);
-
-/// Encodes and writes sealed partitions on a thread of its own, so the worker goes on
-/// parsing and aggregating meanwhile (Parquet encoding is about half of a replay's work).
-/// Each finished job's number goes to `done` and the sink is woken. Dropping the writer waits
-/// for the queued partitions to be written.
-pub(super) struct PartitionWriter {
-    queue: Option<std::sync::mpsc::SyncSender<WriteJob>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// The partition files a writer has open, and where it reports what it wrote.
+struct Files {
     config: Arc<ParquetSinkConfig>,
     report: Arc<Mutex<SinkReport>>,
     stats: Arc<ParquetStats>,
-    done: Arc<Mutex<Vec<u64>>>,
+    open: FxMap<u64, Open>,
+}
+
+impl Files {
+    fn folder(&self, key: PartKey) -> (PathBuf, String) {
+        let (g, start, _) = key;
+        let (_, _, name) = partition_of_in(&self.config.calendar, g, start);
+        (self.config.out.join(g.name()).join(&name), name)
+    }
+
+    /// Does one job; once a partition is done, returns its number and whether its file is
+    /// durable (an error is in the report otherwise).
+    fn handle(&mut self, job: WriteJob) -> Option<(u64, bool)> {
+        match job {
+            WriteJob::Rows { id, key, rows } => {
+                let started = std::time::Instant::now();
+                if !self.open.contains_key(&id) {
+                    let (dir, _) = self.folder(key);
+                    let file = PartitionFile::create(
+                        &dir,
+                        &part_file(key.2),
+                        self.config.zstd_level,
+                        &self.config.calendar,
+                    );
+                    let busy = std::time::Duration::ZERO;
+                    self.open.insert(id, Open { file, busy });
+                }
+                let open = self.open.get_mut(&id).expect("just opened");
+                if let Ok(file) = &mut open.file {
+                    let refs: Vec<(WindowKey, &Aggregate)> =
+                        rows.iter().map(|(k, a)| (*k, a)).collect();
+                    if let Err(e) = file.append(&refs) {
+                        // Dropping the file removes its temporary.
+                        open.file = Err(e);
+                    }
+                }
+                open.busy += started.elapsed();
+                None
+            }
+            WriteJob::Close { id, key } => {
+                let started = std::time::Instant::now();
+                let Some(open) = self.open.remove(&id) else {
+                    // No row in this partition: no file.
+                    return Some((id, true));
+                };
+                let result = open.file.and_then(|f| f.finish()).and_then(|summary| {
+                    let Some(summary) = summary else {
+                        return Ok(None);
+                    };
+                    let (_, name) = self.folder(key);
+                    let entry = PartitionEntry {
+                        path: format!("{name}/{}", part_file(key.2)),
+                        rows: summary.rows,
+                        samples: summary.samples,
+                        first_window: format_iso(summary.first),
+                        last_window: format_iso(summary.last),
+                        last_window_end_ms: self.config.calendar.window(key.0, summary.last).1,
+                    };
+                    let (out, buckets) = (&self.config.out, self.config.buckets.max(1));
+                    update_manifest(out, key.0, buckets, std::slice::from_ref(&entry))?;
+                    Ok(Some(entry))
+                });
+                if let Ok(Some(entry)) = &result {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    self.stats
+                        .write_seconds
+                        .observe(open.busy + started.elapsed());
+                    self.stats.windows_written[key.0 as usize].fetch_add(entry.rows, Relaxed);
+                    self.stats.files_written.fetch_add(1, Relaxed);
+                }
+                let ok = result.is_ok();
+                let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+                match result {
+                    Ok(Some(entry)) => report.written.entry(key.0).or_default().push(entry),
+                    Ok(None) => {}
+                    Err(e) => report.errors.push(e),
+                }
+                Some((id, ok))
+            }
+        }
+    }
+}
+
+/// Jobs waiting for the writer thread; a few row groups at most, so a slow disk slows the
+/// dataflow down instead of filling memory.
+const WRITE_QUEUE: usize = 2;
+
+/// Encodes and writes sealed row groups on a thread of its own, so the worker goes on
+/// parsing and aggregating meanwhile (Parquet encoding is about half of a replay's work).
+/// The number of each partition done goes to `done`, with whether its file is durable, and
+/// the sink is woken.
+/// Dropping the writer waits for the queued jobs to be done.
+pub(super) struct PartitionWriter {
+    queue: Option<std::sync::mpsc::SyncSender<WriteJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The files, when there is no writer thread (or it is gone).
+    here: Option<Files>,
+    report: Arc<Mutex<SinkReport>>,
+    done: Arc<Mutex<Vec<(u64, bool)>>>,
 }
 
 impl PartitionWriter {
@@ -302,37 +608,39 @@ impl PartitionWriter {
         config: Arc<ParquetSinkConfig>,
         report: Arc<Mutex<SinkReport>>,
         stats: Arc<ParquetStats>,
-        done: Arc<Mutex<Vec<u64>>>,
+        done: Arc<Mutex<Vec<(u64, bool)>>>,
         wake: timely::scheduling::SyncActivator,
     ) -> PartitionWriter {
         let (queue, jobs) = std::sync::mpsc::sync_channel::<WriteJob>(WRITE_QUEUE);
-        let (c, r, s, d) = (
-            Arc::clone(&config),
-            Arc::clone(&report),
-            Arc::clone(&stats),
-            Arc::clone(&done),
-        );
+        let files = || Files {
+            config: Arc::clone(&config),
+            report: Arc::clone(&report),
+            stats: Arc::clone(&stats),
+            open: FxMap::default(),
+        };
+        let mut on_thread = files();
+        let d = Arc::clone(&done);
         let thread = std::thread::Builder::new()
             .name("parquet-writer".into())
             .spawn(move || {
-                for (id, granularity, start, part) in jobs {
-                    write_and_report(&c, &r, &s, granularity, start, part);
-                    d.lock().unwrap_or_else(|e| e.into_inner()).push(id);
-                    // Fails only when the worker is gone; then there is nobody to wake.
-                    let _ = wake.activate();
+                for job in jobs {
+                    if let Some(done) = on_thread.handle(job) {
+                        d.lock().unwrap_or_else(|e| e.into_inner()).push(done);
+                        // Fails only when the worker is gone; then there is nobody to wake.
+                        let _ = wake.activate();
+                    }
                 }
             });
-        let (queue, thread) = match thread {
-            Ok(thread) => (Some(queue), Some(thread)),
+        let (queue, thread, here) = match thread {
+            Ok(thread) => (Some(queue), Some(thread), None),
             // No thread to be had: write on the worker itself.
-            Err(_) => (None, None),
+            Err(_) => (None, None, Some(files())),
         };
         PartitionWriter {
             queue,
             thread,
-            config,
+            here,
             report,
-            stats,
             done,
         }
     }
@@ -341,17 +649,33 @@ impl PartitionWriter {
         let job = match &self.queue {
             Some(queue) => match queue.send(job) {
                 Ok(()) => return,
-                // The writer thread is gone (it panicked): write here instead.
-                Err(std::sync::mpsc::SendError(job)) => {
-                    self.queue = None;
-                    job
-                }
+                Err(std::sync::mpsc::SendError(job)) => job,
             },
             None => job,
         };
-        let (id, g, start, part) = job;
-        write_and_report(&self.config, &self.report, &self.stats, g, start, part);
-        self.done.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        let Some(files) = &mut self.here else {
+            // The writer thread is gone (it panicked, with the files it had open): the
+            // partition cannot be written whole any more.
+            if self.queue.take().is_some() {
+                let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+                report
+                    .errors
+                    .push("the Parquet writer thread stopped".into());
+            }
+            if let WriteJob::Close { id, .. } = job {
+                self.done
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((id, false));
+            }
+            return;
+        };
+        if let Some(done) = files.handle(job) {
+            self.done
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(done);
+        }
     }
 }
 
@@ -362,10 +686,124 @@ impl Drop for PartitionWriter {
             if thread.join().is_err() {
                 self.report
                     .lock()
-                    .expect("report lock")
+                    .unwrap_or_else(|e| e.into_inner())
                     .errors
                     .push("the Parquet writer thread panicked".into());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MeterId, Origin, Reading};
+
+    /// `n` minute windows of `meters` meters from 2007-01-01, in file order.
+    fn windows(n: usize, meters: usize, value: i32) -> Vec<(WindowKey, Aggregate)> {
+        let t0 = crate::time::naive_to_ms(2007, 1, 1, 0, 0, 0).unwrap();
+        (0..n)
+            .map(|i| {
+                let meter = MeterId::new(&format!("m{}", i % meters)).unwrap();
+                let r = Reading {
+                    meter,
+                    ts: t0 + (i / meters) as i64 * 60_000,
+                    interval_s: 60,
+                    values: [value + i as i32, 418, 234_840, 18_400, 0, 1_000, 17_000],
+                    origin: Origin::default(),
+                };
+                (WindowKey::of(&r, Granularity::Minute), Aggregate::of(&r))
+            })
+            .collect()
+    }
+
+    fn refs(rows: &[(WindowKey, Aggregate)]) -> Vec<(WindowKey, &Aggregate)> {
+        rows.iter().map(|(k, a)| (*k, a)).collect()
+    }
+
+    fn sorted(mut rows: Vec<(WindowKey, Aggregate)>) -> Vec<(WindowKey, Aggregate)> {
+        rows.sort_by_key(|(k, _)| (k.start, k.meter));
+        rows
+    }
+
+    fn row_groups(path: &Path) -> usize {
+        let file = File::open(path).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        reader.metadata().num_row_groups()
+    }
+
+    #[test]
+    fn a_file_appended_a_row_group_at_a_time_is_the_file_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = sorted(windows(super::super::ROW_GROUP_ROWS + 5_000, 7, 1_000));
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write_partition(&a, &refs(&rows), 1, &Calendar::Naive).unwrap();
+        let mut file = PartitionFile::create(&b, PART_FILE, 1, &Calendar::Naive).unwrap();
+        let (head, tail) = rows.split_at(super::super::ROW_GROUP_ROWS);
+        file.append(&refs(head)).unwrap();
+        file.append(&refs(tail)).unwrap();
+        let summary = file.finish().unwrap().unwrap();
+        assert_eq!(summary.rows, rows.len() as u64);
+        assert_eq!(summary.first, rows[0].0.start);
+        assert_eq!(summary.last, rows.last().unwrap().0.start);
+        let (fa, fb) = (a.join(PART_FILE), b.join(PART_FILE));
+        assert_eq!(row_groups(&fa), 2);
+        assert!(std::fs::read(&fa).unwrap() == std::fs::read(&fb).unwrap());
+        // No temporary is left beside it.
+        let names: Vec<_> = std::fs::read_dir(&b)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(PART_FILE)]);
+    }
+
+    #[test]
+    fn rows_out_of_order_are_refused_and_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = sorted(windows(100, 3, 1_000));
+        let mut file = PartitionFile::create(dir.path(), PART_FILE, 1, &Calendar::Naive).unwrap();
+        file.append(&refs(&rows[50..])).unwrap();
+        assert!(file.append(&refs(&rows[..50])).is_err());
+        drop(file);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn rewriting_keeps_the_old_windows_the_new_rows_do_not_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = sorted(windows(3 * 40_000, 2, 1_000));
+        // The old file holds the first two thirds; the new rows the last two thirds, with
+        // other values where they overlap.
+        let old = &all[..80_000];
+        let new: Vec<_> = sorted(windows(3 * 40_000, 2, 5_000))[40_000..].to_vec();
+        write_partition(dir.path(), &refs(old), 1, &Calendar::Naive).unwrap();
+        let summary = write_partition(dir.path(), &refs(&new), 1, &Calendar::Naive)
+            .unwrap()
+            .unwrap();
+        assert_eq!(summary.rows, 120_000);
+        // Exactly the file written at once from the merged rows.
+        let mut merged = all[..40_000].to_vec();
+        merged.extend(new.iter().cloned());
+        let fresh = tempfile::tempdir().unwrap();
+        write_partition(fresh.path(), &refs(&merged), 1, &Calendar::Naive).unwrap();
+        let (got, want) = (dir.path().join(PART_FILE), fresh.path().join(PART_FILE));
+        assert!(std::fs::read(&got).unwrap() == std::fs::read(&want).unwrap());
+        assert_eq!(row_groups(&got), 1);
+        // New rows that hold every old window replace the file outright.
+        write_partition(dir.path(), &refs(&all[40_000..]), 1, &Calendar::Naive).unwrap();
+        let summary = write_partition(dir.path(), &refs(&all), 1, &Calendar::Naive)
+            .unwrap()
+            .unwrap();
+        assert_eq!(summary.rows, all.len() as u64);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from(PART_FILE)],
+            "no temporary left"
+        );
     }
 }
