@@ -1,6 +1,8 @@
 //! `_manifest.json`: per granularity, the files of the view, their rows and samples, and the
-//! sealed high-water mark. Updated after every file written, so a crash leaves a manifest
-//! that lists exactly the files on disk.
+//! sealed high-water mark. Updated as soon as files are durable (a batch of files that finished
+//! close together at once), before their windows count as durable for the source positions, so
+//! after a crash it lists no file that is not on disk, and a file on disk that it does not list
+//! yet is rewritten by the resumed run.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -8,7 +8,9 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::RecordBatch;
@@ -171,13 +173,41 @@ impl PartitionFile {
     /// one does not hold ([`merge_sorted_files`]), and renames the result into place; the
     /// folder is synced after. Returns what the file holds, `None` when no row was appended
     /// (then nothing is written and a file in place stays as it is).
-    pub fn finish(mut self) -> Result<Option<FileSummary>, String> {
-        let writer = self.writer.take().expect("finished once");
+    pub fn finish(self) -> Result<Option<FileSummary>, String> {
+        let dir = self.dir.clone();
+        let summary = self.finish_unsynced()?;
+        if summary.is_some() {
+            sync_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        Ok(summary)
+    }
+
+    /// [`PartitionFile::finish`] without syncing the folder after the rename: the caller
+    /// syncs it (once for several files) before it takes the file for durable. The file itself
+    /// is synced before the rename, so a crash never leaves a partial file in place.
+    fn finish_unsynced(mut self) -> Result<Option<FileSummary>, String> {
+        self.close()?;
+        self.install()
+    }
+
+    /// Writes the file's footer (the temporary file is then a whole Parquet file, neither
+    /// synced nor in place). Costs CPU, not waiting: [`PartitionFile::install`] does that.
+    fn close(&mut self) -> Result<(), String> {
+        if let Some(writer) = self.writer.take() {
+            if self.summary.rows > 0 {
+                writer.close().map_err(|e| self.ctx(&e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs a closed file, merges it with the file in place, and renames it into place
+    /// (without syncing the folder); `None` when it holds no row.
+    fn install(self) -> Result<Option<FileSummary>, String> {
+        debug_assert!(self.writer.is_none(), "closed first");
         if self.summary.rows == 0 {
-            drop(writer);
             return Ok(None);
         }
-        writer.close().map_err(|e| self.ctx(&e))?;
         self.handle.sync_all().map_err(|e| self.ctx(&e))?;
         let target = self.dir.join(&self.file_name);
         let mut summary = self.summary;
@@ -203,7 +233,6 @@ impl PartitionFile {
             }
         }
         std::fs::rename(&from, &target).map_err(|e| self.ctx(&e))?;
-        sync_dir(&self.dir).map_err(|e| self.ctx(&e))?;
         Ok(Some(summary))
     }
 }
@@ -484,7 +513,7 @@ pub(super) enum WriteJob {
     Rows {
         id: u64,
         key: PartKey,
-        rows: Vec<(WindowKey, Aggregate)>,
+        rows: Vec<super::Row>,
     },
     /// Partition `id` is complete: make its file durable and record it.
     Close { id: u64, key: PartKey },
@@ -494,45 +523,56 @@ pub(super) enum WriteJob {
 struct Open {
     file: Result<PartitionFile, String>,
     /// Time spent encoding and writing it so far.
-    busy: std::time::Duration,
+    busy: Duration,
 }
 
-/// The partition files a writer has open, and where it reports what it wrote.
+/// A partition whose rows are all encoded: its closed file (`None`: no row, no file) or the
+/// error that stopped it, on its way to the [`Settler`].
+struct Closed {
+    id: u64,
+    key: PartKey,
+    file: Result<Option<PartitionFile>, String>,
+    busy: Duration,
+}
+
+/// The partition files a writer is encoding.
 struct Files {
     config: Arc<ParquetSinkConfig>,
-    report: Arc<Mutex<SinkReport>>,
-    stats: Arc<ParquetStats>,
     open: FxMap<u64, Open>,
 }
 
 impl Files {
-    fn folder(&self, key: PartKey) -> (PathBuf, String) {
-        let (g, start, _) = key;
-        let (_, _, name) = partition_of_in(&self.config.calendar, g, start);
-        (self.config.out.join(g.name()).join(&name), name)
-    }
-
-    /// Does one job; once a partition is done, returns its number and whether its file is
-    /// durable (an error is in the report otherwise).
-    fn handle(&mut self, job: WriteJob) -> Option<(u64, bool)> {
+    /// Does one job; returns the partition it completed.
+    fn handle(&mut self, job: WriteJob) -> Option<Closed> {
         match job {
             WriteJob::Rows { id, key, rows } => {
-                let started = std::time::Instant::now();
-                if !self.open.contains_key(&id) {
-                    let (dir, _) = self.folder(key);
+                let started = Instant::now();
+                let open = self.open.entry(id).or_insert_with(|| {
+                    let (dir, _) = folder(&self.config, key);
                     let file = PartitionFile::create(
                         &dir,
                         &part_file(key.2),
                         self.config.zstd_level,
                         &self.config.calendar,
                     );
-                    let busy = std::time::Duration::ZERO;
-                    self.open.insert(id, Open { file, busy });
-                }
-                let open = self.open.get_mut(&id).expect("just opened");
+                    Open {
+                        file,
+                        busy: Duration::ZERO,
+                    }
+                });
                 if let Ok(file) = &mut open.file {
-                    let refs: Vec<(WindowKey, &Aggregate)> =
-                        rows.iter().map(|(k, a)| (*k, a)).collect();
+                    let granularity = key.0;
+                    let refs: Vec<(WindowKey, &Aggregate)> = rows
+                        .iter()
+                        .filter_map(|&((meter, start), ref agg)| {
+                            let key = WindowKey {
+                                meter,
+                                granularity,
+                                start,
+                            };
+                            agg.as_ref().map(|agg| (key, agg))
+                        })
+                        .collect();
                     if let Err(e) = file.append(&refs) {
                         // Dropping the file removes its temporary.
                         open.file = Err(e);
@@ -542,63 +582,189 @@ impl Files {
                 None
             }
             WriteJob::Close { id, key } => {
-                let started = std::time::Instant::now();
+                let started = Instant::now();
                 let Some(open) = self.open.remove(&id) else {
                     // No row in this partition: no file.
-                    return Some((id, true));
+                    return Some(Closed {
+                        id,
+                        key,
+                        file: Ok(None),
+                        busy: Duration::ZERO,
+                    });
                 };
-                let result = open.file.and_then(|f| f.finish()).and_then(|summary| {
-                    let Some(summary) = summary else {
-                        return Ok(None);
-                    };
-                    let (_, name) = self.folder(key);
-                    let entry = PartitionEntry {
-                        path: format!("{name}/{}", part_file(key.2)),
-                        rows: summary.rows,
-                        samples: summary.samples,
-                        first_window: format_iso(summary.first),
-                        last_window: format_iso(summary.last),
-                        last_window_end_ms: self.config.calendar.window(key.0, summary.last).1,
-                    };
-                    let (out, buckets) = (&self.config.out, self.config.buckets.max(1));
-                    update_manifest(out, key.0, buckets, std::slice::from_ref(&entry))?;
-                    Ok(Some(entry))
-                });
-                if let Ok(Some(entry)) = &result {
-                    use std::sync::atomic::Ordering::Relaxed;
-                    self.stats
-                        .write_seconds
-                        .observe(open.busy + started.elapsed());
-                    self.stats.windows_written[key.0 as usize].fetch_add(entry.rows, Relaxed);
-                    self.stats.files_written.fetch_add(1, Relaxed);
-                }
-                let ok = result.is_ok();
-                let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
-                match result {
-                    Ok(Some(entry)) => report.written.entry(key.0).or_default().push(entry),
-                    Ok(None) => {}
-                    Err(e) => report.errors.push(e),
-                }
-                Some((id, ok))
+                let file = open.file.and_then(|mut f| f.close().map(|()| Some(f)));
+                Some(Closed {
+                    id,
+                    key,
+                    file,
+                    busy: open.busy + started.elapsed(),
+                })
             }
         }
     }
 }
 
+fn folder(config: &ParquetSinkConfig, key: PartKey) -> (PathBuf, String) {
+    let (g, start, _) = key;
+    let (_, _, name) = partition_of_in(&config.calendar, g, start);
+    (config.out.join(g.name()).join(&name), name)
+}
+
+/// Puts closed files in place and makes them durable, and reports them.
+///
+/// Each file is synced and renamed into place as it comes, but taken for durable in batches
+/// ([`Settler::settle`]): the folders are synced and the manifests updated once for the files
+/// that came close together, instead of two `fsync`s of the folder and two of the manifest per
+/// file. It runs on a thread of its own, so the encoding never waits for the disk.
+struct Settler {
+    config: Arc<ParquetSinkConfig>,
+    report: Arc<Mutex<SinkReport>>,
+    stats: Arc<ParquetStats>,
+    /// Partitions in place since the last settle: number, granularity, file (if any), time.
+    finished: Vec<(u64, Granularity, Option<PartitionEntry>, Duration)>,
+    /// Folders to sync before the finished files are durable.
+    dirs: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Settler {
+    /// Puts `closed` in place; returns it at once if it failed (the error is in the report).
+    fn install(&mut self, closed: Closed) -> Option<(u64, bool)> {
+        let started = Instant::now();
+        let Closed {
+            id,
+            key,
+            file,
+            busy,
+        } = closed;
+        let (dir, name) = folder(&self.config, key);
+        match file.and_then(|f| f.map_or(Ok(None), PartitionFile::install)) {
+            Ok(summary) => {
+                let entry = summary.map(|summary| PartitionEntry {
+                    path: format!("{name}/{}", part_file(key.2)),
+                    rows: summary.rows,
+                    samples: summary.samples,
+                    first_window: format_iso(summary.first),
+                    last_window: format_iso(summary.last),
+                    last_window_end_ms: self.config.calendar.window(key.0, summary.last).1,
+                });
+                if entry.is_some() {
+                    self.dirs.insert(dir);
+                }
+                self.finished
+                    .push((id, key.0, entry, busy + started.elapsed()));
+                None
+            }
+            Err(e) => {
+                let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+                report.errors.push(e);
+                Some((id, false))
+            }
+        }
+    }
+
+    /// Makes the files put in place since the last call durable (their folders synced, the
+    /// manifests updated) and returns their partition numbers, each with whether its file is
+    /// durable (an error is in the report otherwise).
+    fn settle(&mut self) -> Vec<(u64, bool)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.finished.is_empty() {
+            return Vec::new();
+        }
+        let started = Instant::now();
+        let mut result: Result<(), String> = Ok(());
+        for dir in std::mem::take(&mut self.dirs) {
+            if result.is_ok() {
+                result = sync_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()));
+            }
+        }
+        let finished = std::mem::take(&mut self.finished);
+        let buckets = self.config.buckets.max(1);
+        for g in Granularity::ALL {
+            let entries: Vec<PartitionEntry> = finished
+                .iter()
+                .filter(|(_, fg, _, _)| *fg == g)
+                .filter_map(|(_, _, e, _)| e.clone())
+                .collect();
+            if result.is_ok() && !entries.is_empty() {
+                result = update_manifest(&self.config.out, g, buckets, &entries).map(|_| ());
+            }
+        }
+        let settle_time = started.elapsed() / finished.len().max(1) as u32;
+        let ok = result.is_ok();
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = result {
+            report.errors.push(e);
+        }
+        finished
+            .into_iter()
+            .map(|(id, g, entry, busy)| {
+                if let (true, Some(entry)) = (ok, entry) {
+                    self.stats.write_seconds.observe(busy + settle_time);
+                    self.stats.windows_written[g as usize].fetch_add(entry.rows, Relaxed);
+                    self.stats.files_written.fetch_add(1, Relaxed);
+                    report.written.entry(g).or_default().push(entry);
+                }
+                (id, ok)
+            })
+            .collect()
+    }
+
+    /// Installs what comes from `closed` and settles once nothing has come for
+    /// [`SETTLE_IDLE`], and at the latest [`SETTLE_AFTER`] after the first unsettled file;
+    /// `done` gets the partitions as they become durable. Returns when `closed` is.
+    fn run(mut self, closed: Receiver<Closed>, done: impl Fn(Vec<(u64, bool)>)) {
+        let mut unsettled_since: Option<Instant> = None;
+        loop {
+            let next = match unsettled_since {
+                None => closed.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(since) => {
+                    let left = SETTLE_AFTER.saturating_sub(since.elapsed());
+                    closed.recv_timeout(left.min(SETTLE_IDLE))
+                }
+            };
+            match next {
+                Ok(c) => {
+                    if let Some(failed) = self.install(c) {
+                        done(vec![failed]);
+                    }
+                    if !self.finished.is_empty() && unsettled_since.is_none() {
+                        unsettled_since = Some(Instant::now());
+                    }
+                    if unsettled_since.is_some_and(|t| t.elapsed() >= SETTLE_AFTER) {
+                        done(self.settle());
+                        unsettled_since = None;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    done(self.settle());
+                    unsettled_since = None;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        done(self.settle());
+    }
+}
+
+/// Files are made durable once no other has come for this long...
+const SETTLE_IDLE: Duration = Duration::from_millis(20);
+/// ... and at the latest this long after the first of them was put in place.
+const SETTLE_AFTER: Duration = Duration::from_millis(500);
+
 /// Jobs waiting for the writer thread; a few row groups at most, so a slow disk slows the
 /// dataflow down instead of filling memory.
-const WRITE_QUEUE: usize = 2;
+const WRITE_QUEUE: usize = 4;
 
-/// Encodes and writes sealed row groups on a thread of its own, so the worker goes on
-/// parsing and aggregating meanwhile (Parquet encoding is about half of a replay's work).
-/// The number of each partition done goes to `done`, with whether its file is durable, and
-/// the sink is woken.
-/// Dropping the writer waits for the queued jobs to be done.
+/// Encodes sealed row groups on a thread of its own, so the worker goes on parsing and
+/// aggregating meanwhile (Parquet encoding is about half of a replay's work), and makes the
+/// files durable on another ([`Settler`]), so the encoding never waits for `fsync`. The number
+/// of each partition done goes to `done`, with whether its file is durable, and the sink is
+/// woken. Dropping the writer waits for the queued jobs to be done.
 pub(super) struct PartitionWriter {
-    queue: Option<std::sync::mpsc::SyncSender<WriteJob>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    /// The files, when there is no writer thread (or it is gone).
-    here: Option<Files>,
+    queue: Option<SyncSender<WriteJob>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// The files, when there are no threads (or they are gone).
+    here: Option<(Files, Settler)>,
     report: Arc<Mutex<SinkReport>>,
     done: Arc<Mutex<Vec<(u64, bool)>>>,
 }
@@ -611,37 +777,64 @@ impl PartitionWriter {
         done: Arc<Mutex<Vec<(u64, bool)>>>,
         wake: timely::scheduling::SyncActivator,
     ) -> PartitionWriter {
-        let (queue, jobs) = std::sync::mpsc::sync_channel::<WriteJob>(WRITE_QUEUE);
-        let files = || Files {
-            config: Arc::clone(&config),
-            report: Arc::clone(&report),
-            stats: Arc::clone(&stats),
-            open: FxMap::default(),
+        let parts = || {
+            let files = Files {
+                config: Arc::clone(&config),
+                open: FxMap::default(),
+            };
+            let settler = Settler {
+                config: Arc::clone(&config),
+                report: Arc::clone(&report),
+                stats: Arc::clone(&stats),
+                finished: Vec::new(),
+                dirs: Default::default(),
+            };
+            (files, settler)
         };
-        let mut on_thread = files();
+        let (mut files, settler) = parts();
+        let (queue, jobs) = std::sync::mpsc::sync_channel::<WriteJob>(WRITE_QUEUE);
+        let (to_settler, closed) = std::sync::mpsc::channel::<Closed>();
         let d = Arc::clone(&done);
-        let thread = std::thread::Builder::new()
-            .name("parquet-writer".into())
+        let settling = std::thread::Builder::new()
+            .name("parquet-sync".into())
             .spawn(move || {
-                for job in jobs {
-                    if let Some(done) = on_thread.handle(job) {
-                        d.lock().unwrap_or_else(|e| e.into_inner()).push(done);
+                settler.run(closed, |finished| {
+                    if !finished.is_empty() {
+                        d.lock().unwrap_or_else(|e| e.into_inner()).extend(finished);
                         // Fails only when the worker is gone; then there is nobody to wake.
                         let _ = wake.activate();
                     }
-                }
+                })
             });
-        let (queue, thread, here) = match thread {
-            Ok(thread) => (Some(queue), Some(thread), None),
-            // No thread to be had: write on the worker itself.
-            Err(_) => (None, None, Some(files())),
-        };
-        PartitionWriter {
-            queue,
-            thread,
-            here,
-            report,
-            done,
+        let encoding = settling.and_then(|settling| {
+            std::thread::Builder::new()
+                .name("parquet-writer".into())
+                .spawn(move || {
+                    for job in jobs {
+                        if let Some(closed) = files.handle(job) {
+                            // Fails only if the settler is gone; the error is reported then.
+                            let _ = to_settler.send(closed);
+                        }
+                    }
+                })
+                .map(|encoding| vec![encoding, settling])
+        });
+        match encoding {
+            Ok(threads) => PartitionWriter {
+                queue: Some(queue),
+                threads,
+                here: None,
+                report,
+                done,
+            },
+            // No threads to be had: write on the worker itself.
+            Err(_) => PartitionWriter {
+                queue: None,
+                threads: Vec::new(),
+                here: Some(parts()),
+                report,
+                done,
+            },
         }
     }
 
@@ -653,7 +846,7 @@ impl PartitionWriter {
             },
             None => job,
         };
-        let Some(files) = &mut self.here else {
+        let Some((files, settler)) = &mut self.here else {
             // The writer thread is gone (it panicked, with the files it had open): the
             // partition cannot be written whole any more.
             if self.queue.take().is_some() {
@@ -670,25 +863,29 @@ impl PartitionWriter {
             }
             return;
         };
-        if let Some(done) = files.handle(job) {
-            self.done
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(done);
+        let mut done = Vec::new();
+        if let Some(closed) = files.handle(job) {
+            done.extend(settler.install(closed));
+            done.extend(settler.settle());
         }
+        self.done
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(done);
     }
 }
 
 impl Drop for PartitionWriter {
     fn drop(&mut self) {
         self.queue.take();
-        if let Some(thread) = self.thread.take() {
+        // The encoder first: when it ends, the settler's channel closes and it settles.
+        for thread in self.threads.drain(..) {
             if thread.join().is_err() {
                 self.report
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .errors
-                    .push("the Parquet writer thread panicked".into());
+                    .push("a Parquet writer thread panicked".into());
             }
         }
     }
