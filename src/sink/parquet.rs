@@ -32,7 +32,7 @@
 //! takes about 280 bytes (key, aggregate, index), so a row group about 35 MiB, and the sink's
 //! memory does not grow with the length of the history nor, beyond the open windows, with the
 //! number of meters. Measured (`benchmarks/README.md`): 100,000 meters over 6 hours, 36 million
-//! readings, peak RSS 2.4 GiB for the whole `run` with the default 10-minute lateness (the open
+//! readings, peak RSS 2.3 GiB for the whole `run` with the default 10-minute lateness (the open
 //! windows of the aggregation and of this sink: about 2 KiB per open minute window); the sink
 //! before streaming held the whole month and needed more than 24 GiB.
 //!
