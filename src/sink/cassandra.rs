@@ -101,33 +101,16 @@
 //! [`CassandraStats::write_errors`], logged with `tracing::error!`, and the row is given up so
 //! the pipeline does not stall forever on it.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
-use scylla::client::execution_profile::ExecutionProfile;
-use scylla::client::session::Session;
-use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{DbError, ExecutionError, NewSessionError, RequestAttemptError};
-use scylla::response::{PagingState, PagingStateResponse};
-use scylla::statement::batch::{Batch, BatchStatement, BatchType};
-use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::Statement;
-use scylla::value::{CqlTimestamp, CqlValue, Row};
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
-use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
-use tokio::runtime::{Handle, Runtime};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::hash::FxMap;
-use crate::model::{Aggregate, Granularity, Measure, WindowKey};
-use crate::time::{self, DAY_MS};
+use crate::model::{Aggregate, WindowKey};
 use crate::Time;
 
 mod config;

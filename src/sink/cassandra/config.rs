@@ -1,7 +1,13 @@
 //! Settings of the speed views ([`CassandraSinkConfig`], TOML/serde-ready, secrets redacted),
 //! their defaults, the sink's errors and its counters.
 
-use super::*;
+use crate::time;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Default [`CassandraSinkConfig::contact_points`]: a local node.
 pub const DEFAULT_CONTACT_POINT: &str = "127.0.0.1:9042";
@@ -47,7 +53,7 @@ pub const QUIET_RETRIES: u32 = 3;
 pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Largest TTL Cassandra accepts (20 years), in seconds.
 pub const MAX_TTL_S: u64 = 630_720_000;
-/// Most partitions one [`read_view`] call may visit (about 27 years of minute buckets).
+/// Most partitions one [`read_view`](super::read_view) call may visit (about 27 years of minute buckets).
 pub const MAX_READ_BUCKETS: usize = 10_000;
 
 /// Where and how to write the speed views. Durations are (de)serialized as whole milliseconds.
@@ -86,7 +92,7 @@ pub struct CassandraSinkConfig {
     #[serde(with = "duration_ms")]
     pub day_delay: Duration,
     /// The least delay of every row while the input is catching up on a backlog (see
-    /// [`cassandra_sink_paced`]): its intermediate values are history nobody waits for.
+    /// [`cassandra_sink_paced`](super::cassandra_sink_paced)): its intermediate values are history nobody waits for.
     #[serde(with = "duration_ms")]
     pub backlog_delay: Duration,
     /// First backoff after a failed upsert.
@@ -95,7 +101,7 @@ pub struct CassandraSinkConfig {
     /// Largest backoff between retries.
     #[serde(with = "duration_ms")]
     pub retry_max: Duration,
-    /// How long [`connect`] may wait for the cluster.
+    /// How long [`connect`](super::connect) may wait for the cluster.
     #[serde(with = "duration_ms")]
     pub connect_timeout: Duration,
     /// Client-side timeout of one request (a timed-out upsert is retried).
@@ -146,7 +152,7 @@ impl CassandraSinkConfig {
         }
     }
 
-    /// Checks the settings [`connect`] relies on.
+    /// Checks the settings [`connect`](super::connect) relies on.
     pub fn validate(&self) -> Result<(), CassandraError> {
         let bad = |why: String| Err(CassandraError::Config(why));
         if self.contact_points.is_empty() || self.contact_points.iter().any(|c| c.is_empty()) {

@@ -2,7 +2,22 @@
 //! with jittered back-off, bounded in-flight writes, and the capabilities that make the
 //! durability frontier.
 
-use super::*;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scylla::statement::batch::{Batch, BatchStatement, BatchType};
+use timely::dataflow::operators::{Capability, InputCapability};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::hash::FxMap;
+use crate::model::{Aggregate, WindowKey};
+use crate::{time, Time};
+
+use super::{
+    is_retryable, upsert_values_in, CassandraSinkConfig, CassandraStats, Shared, QUIET_RETRIES,
+};
 
 /// Spreads windows over sink workers with a stable hash of `(meter, granularity, start)`.
 pub(super) fn window_hash(key: &WindowKey) -> u64 {

@@ -1,7 +1,17 @@
 //! The tables of the speed views: names, partition buckets, CQL statements, the values of an
 //! upsert, write timestamps, and which errors are worth a retry.
 
-use super::*;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::value::{CqlTimestamp, CqlValue};
+
+use crate::model::{Aggregate, Granularity, Measure, WindowKey};
+use crate::time;
+use crate::time::DAY_MS;
+
+use super::MAX_READ_BUCKETS;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering;
+use std::sync::LazyLock;
 
 /// Name of the table of a granularity's speed view.
 pub fn table_of(granularity: Granularity) -> &'static str {

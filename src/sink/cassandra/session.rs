@@ -1,7 +1,29 @@
 //! The connection: session, schema set-up, prepared statements, the runtime the writes run on,
 //! health checks, and reading a view back.
 
-use super::*;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::NewSessionError;
+use scylla::response::{PagingState, PagingStateResponse};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Statement;
+use scylla::value::{CqlTimestamp, CqlValue, Row};
+use tokio::runtime::{Handle, Runtime};
+use tokio::sync::Semaphore;
+
+use crate::model::Granularity;
+use crate::time;
+
+use super::{
+    buckets_between, keyspace_cql, select_cql, table_cql, upsert_cql, CassandraError,
+    CassandraSinkConfig, MAX_READ_BUCKETS,
+};
 
 /// The prepared statements of one view.
 pub(super) struct Upserts {

@@ -1,5 +1,14 @@
 //! Tests of the speed views: unit tests and, with `WATTFLOW_CASSANDRA`, against a real node.
 
+use std::time::Duration;
+
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::value::{CqlTimestamp, CqlValue};
+
+use crate::model::{Granularity, Measure};
+use crate::time;
+use crate::time::DAY_MS;
+
 use super::*;
 use crate::model::{MeterId, Origin, Reading};
 use std::sync::atomic::AtomicU32;
