@@ -153,7 +153,9 @@ pub(crate) struct OpenPartition {
     index: FxMap<(MeterId, i64), u32>,
     /// Sealed windows in file order, waiting for a whole row group (all `Some`).
     sealed: Vec<Row>,
-    /// Look for sealed windows among `rows` once it holds this many.
+    /// The earliest window start among `rows` (`i64::MAX` when empty).
+    earliest: i64,
+    /// Look for sealed windows among `rows` only once it holds this many.
     next_check: usize,
 }
 
@@ -165,8 +167,19 @@ impl OpenPartition {
             rows: Vec::with_capacity(expected.min(ROW_GROUP_ROWS)),
             index: FxMap::default(),
             sealed: Vec::new(),
-            next_check: ROW_GROUP_ROWS,
+            earliest: i64::MAX,
+            next_check: 0,
         }
+    }
+
+    /// Whether scanning `rows` for sealed windows is worth it at frontier `f`: some window has
+    /// ended, there are enough windows for a row group, and `rows` has grown enough since the
+    /// last scan (by half of what it kept) to pay for the scan.
+    fn worth_sealing(&self, granularity: Granularity, f: i64, calendar: &Calendar) -> bool {
+        self.rows.len() + self.sealed.len() >= ROW_GROUP_ROWS
+            && self.rows.len() >= self.next_check
+            && self.earliest != i64::MAX
+            && calendar.window(granularity, self.earliest).1 <= f
     }
 
     fn apply(&mut self, key: (MeterId, i64), agg: Aggregate, diff: isize) {
@@ -182,6 +195,7 @@ impl OpenPartition {
             None if diff > 0 => {
                 self.index.insert(key, self.rows.len() as u32);
                 self.rows.push((key, Some(agg)));
+                self.earliest = self.earliest.min(key.1);
             }
             None => {}
         }
@@ -205,6 +219,7 @@ impl OpenPartition {
             // A replay's partition, sealed whole: its windows came in file order.
             self.sealed = std::mem::take(&mut self.rows);
             self.index.clear();
+            self.earliest = i64::MAX;
             return;
         }
         let mut done = Vec::new();
@@ -227,13 +242,13 @@ impl OpenPartition {
             self.sealed.append(&mut done);
         }
         self.index.clear();
+        self.earliest = i64::MAX;
         for (i, (key, _)) in self.rows.iter().enumerate() {
             self.index.insert(*key, i as u32);
+            self.earliest = self.earliest.min(key.1);
         }
-        // Look again once a row group's worth (or half the open windows) more has come: the
-        // scan costs the open windows, so it is paid at most about three times per window.
         let open = self.rows.len();
-        self.next_check = open + ROW_GROUP_ROWS.max(open / 2);
+        self.next_check = open + open / 2;
     }
 
     /// The next whole row group of sealed windows; with `last`, also the rest.
@@ -368,7 +383,7 @@ pub fn parquet_sink<'scope>(
             for (key, (part, _)) in open.iter_mut() {
                 match frontier {
                     Some(f) if part.end > f => {
-                        if part.rows.len() >= part.next_check {
+                        if part.worth_sealing(key.0, f, &config.calendar) {
                             part.seal(key.0, Some(f), &config.calendar);
                             while let Some(rows) = part.row_group(false) {
                                 let (id, key) = (part.id, *key);
@@ -497,6 +512,90 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
         assert_eq!(keys.len(), 6);
+    }
+
+    #[test]
+    fn a_partition_is_written_a_row_group_at_a_time_while_it_is_still_open() {
+        use timely::dataflow::operators::{Input, Probe};
+        use timely::dataflow::{InputHandle, ProbeHandle};
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = Arc::new(ParquetSinkConfig::new(dir.path()));
+        let month = dir.path().join("minute").join("month=2007-01");
+        let report = Arc::new(Mutex::new(SinkReport::default()));
+        let (c, r) = (Arc::clone(&config), Arc::clone(&report));
+        let (m, meters, minutes) = (month.clone(), 200u32, 700u32);
+        timely::execute_directly(move |worker| {
+            let mut input = InputHandle::<Time, _>::new();
+            let probe = ProbeHandle::new();
+            worker.dataflow::<Time, _, _>(|scope| {
+                let updates = scope.input_from(&mut input);
+                parquet_sink(updates, c, r, Arc::new(ParquetStats::default())).probe_with(&probe);
+            });
+            let t0 = time::naive_to_ms(2007, 1, 1, 0, 0, 0).unwrap();
+            for minute in 0..minutes {
+                let ts = t0 + minute as i64 * 60_000;
+                input.advance_to(ts as Time);
+                for meter in 0..meters {
+                    let reading = Reading {
+                        meter: MeterId::new(&format!("m{meter}")).unwrap(),
+                        ts,
+                        interval_s: 60,
+                        values: [
+                            1_000 + ((meter * 7 + minute * 13) % 5_000) as i32,
+                            0,
+                            230_000,
+                            0,
+                            0,
+                            0,
+                            0,
+                        ],
+                        origin: Origin::default(),
+                    };
+                    let key = WindowKey::of(&reading, Granularity::Minute);
+                    input.send(((key, Aggregate::of(&reading)), ts as Time, 1));
+                }
+            }
+            // Every window has ended, the month has not: more than a row group is sealed.
+            input.advance_to((t0 + minutes as i64 * 60_000) as Time);
+            let temporary = || {
+                std::fs::read_dir(&m).ok().and_then(|entries| {
+                    entries.flatten().find_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                        name.ends_with(".tmp").then_some(size)
+                    })
+                })
+            };
+            let started = std::time::Instant::now();
+            while temporary().is_none_or(|size| size < 10_000) {
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(30),
+                    "no row group was written while the month was open"
+                );
+                worker.step();
+            }
+            assert!(
+                !m.join(PART_FILE).exists(),
+                "the file is not visible before it is whole"
+            );
+            drop(input);
+            while !probe.done() {
+                worker.step();
+            }
+        });
+        assert!(report.lock().unwrap().errors.is_empty());
+        let file = std::fs::File::open(month.join(PART_FILE)).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        let rows = reader.metadata().file_metadata().num_rows() as usize;
+        assert_eq!(rows, 200 * 700);
+        assert_eq!(
+            reader.metadata().num_row_groups(),
+            rows.div_ceil(ROW_GROUP_ROWS)
+        );
+        let leftovers = std::fs::read_dir(&month).unwrap().count();
+        assert_eq!(leftovers, 1, "only the file: no temporary left");
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Writing partition files durably: encode to a hidden temporary file, `fsync` it, rename it
-//! into place, `fsync` the folder; on a thread of its own so the worker keeps aggregating.
+//! Writing partition files durably: row groups are encoded into a hidden temporary file on a
+//! thread of its own (so the worker keeps aggregating); a second thread syncs the finished file,
+//! renames it into place, syncs the folder and updates the manifest (the settler), so the
+//! encoding never waits for the disk.
 //!
 //! A reader (DuckDB's `read_parquet('<out>/minute/**/*.parquet')`, Spark, Trino) never sees a
 //! partial file: temporaries are named `.part-0.parquet.<pid>.tmp`, hidden and not ending in
