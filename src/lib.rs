@@ -18,6 +18,7 @@
 //! `wattflow` CLI in `wattflow-pipelines`, which is also the embedding entry point.
 #![deny(missing_docs)]
 
+pub mod error;
 pub mod format;
 pub mod generate;
 pub mod hash;

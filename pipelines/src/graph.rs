@@ -45,6 +45,7 @@ use serde::Serialize;
 use timely::dataflow::operators::core::{Concat, Concatenate, Inspect, Map, Probe};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use wattflow::error::{RunError, RunErrors};
 use wattflow::format::json::render_message;
 use wattflow::metrics::RejectCounts;
 use wattflow::model::{Granularity, Reading};
@@ -56,8 +57,8 @@ use wattflow::sink::dead_letter::{
     dead_letter_sink, DeadLetterConfig, DeadLetterStats, KafkaDeadLetters, REJECTED_FILE,
 };
 use wattflow::sink::parquet::{
-    check_buckets, clean_debris, parquet_sink, update_manifest, Manifest, ParquetSinkConfig,
-    ParquetStats, SinkReport,
+    check_buckets, clean_debris, parquet_sink, update_manifest, FileFault, Manifest,
+    ParquetSinkConfig, ParquetSinkError, ParquetStats, SinkReport,
 };
 use wattflow::source::file::{
     check_inputs, file_source, render_reading, FileSourceConfig, SourceError, SourceStats,
@@ -98,9 +99,21 @@ pub enum PipelineError {
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
-    /// Writing the views or the dead-letter file failed.
-    #[error("writing the output failed: {}", .0.join("; "))]
-    Output(Vec<String>),
+    /// `buckets = 0` was asked for: a partition needs at least one file.
+    #[error("parquet buckets must be at least 1")]
+    NoBuckets,
+    /// The batch views could not be prepared or completed (the output folder, the manifests,
+    /// the progress file).
+    #[error(transparent)]
+    View(#[from] ParquetSinkError),
+    /// Parts of the running graph failed: every error collected from every worker, in order.
+    #[error("the run failed: {}", join_errors(.0))]
+    Output(Vec<RunError>),
+}
+
+fn join_errors(errors: &[RunError]) -> String {
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    shown.join("; ")
 }
 
 /// Live counters of a running pipeline, shared by every worker: read them from any thread.
@@ -250,7 +263,7 @@ struct Context {
     calendar: Calendar,
     progress: Arc<Progress>,
     report: Arc<Mutex<SinkReport>>,
-    errors: Arc<Mutex<Vec<String>>>,
+    errors: RunErrors,
     dead_letters: Arc<DeadLetterConfig>,
     /// The checkpoint this run starts from (with Parquet views only).
     checkpoint: Option<Checkpoint>,
@@ -259,8 +272,8 @@ struct Context {
 }
 
 impl Context {
-    fn error(&self, e: impl ToString) {
-        self.errors.lock().expect("errors lock").push(e.to_string());
+    fn error(&self, e: impl Into<RunError>) {
+        self.errors.push(e);
     }
 
     /// Counts the refusals passing by, by reason.
@@ -285,7 +298,7 @@ impl Context {
                 scope,
                 Arc::clone(history),
                 Arc::clone(&self.progress.source),
-                Arc::clone(&self.errors),
+                self.errors.clone(),
                 Some(flow.clone()),
             );
             readings = Some(streams.readings);
@@ -375,7 +388,7 @@ impl Context {
             dead,
             Arc::clone(&self.dead_letters),
             Arc::clone(&self.progress.dead_letters),
-            Arc::clone(&self.errors),
+            self.errors.clone(),
             Arc::clone(&self.stop),
             Arc::clone(&self.progress.kafka.hold_commits),
         ));
@@ -389,7 +402,7 @@ impl Context {
                 parquet.out.clone(),
                 start.clone(),
                 Arc::clone(&self.progress.kafka.commit_limit),
-                Arc::clone(&self.errors),
+                self.errors.clone(),
                 self.workers_per_process,
             );
         }
@@ -719,15 +732,15 @@ impl Pipeline {
         }
         if let Some(parquet) = &self.parquet {
             let out = &parquet.out;
-            let io =
-                |e: std::io::Error| PipelineError::Output(vec![format!("{}: {e}", out.display())]);
+            let io = |source: std::io::Error| ParquetSinkError::File {
+                path: out.clone(),
+                source: FileFault::Io(source),
+            };
             std::fs::create_dir_all(out).map_err(io)?;
             if parquet.buckets == 0 {
-                return Err(PipelineError::Output(vec![
-                    "parquet buckets must be at least 1".into(),
-                ]));
+                return Err(PipelineError::NoBuckets);
             }
-            check_buckets(out, parquet.buckets).map_err(|e| PipelineError::Output(vec![e]))?;
+            check_buckets(out, parquet.buckets)?;
             // Temporaries a killed run left behind (process 0 of a cluster only: the others
             // would race with its first writes).
             let removed = match self.process_index() {
@@ -771,8 +784,7 @@ impl Pipeline {
                     }
                 }
                 None if self.process_index() != 0 => {}
-                None => recovery::write(&parquet.out, &start)
-                    .map_err(|e| PipelineError::Output(vec![e]))?,
+                None => recovery::write(&parquet.out, &start)?,
             }
             // Kafka commits follow the progress file (see `crate::recovery`).
             self.progress
@@ -831,7 +843,7 @@ impl Pipeline {
             calendar: self.calendar.clone(),
             progress: Arc::clone(&self.progress),
             report: Arc::new(Mutex::new(SinkReport::default())),
-            errors: Arc::new(Mutex::new(Vec::new())),
+            errors: RunErrors::new(),
             dead_letters,
             checkpoint: start_checkpoint.clone(),
             workers_per_process: self.workers,
@@ -881,9 +893,9 @@ impl Pipeline {
         }
         result?;
 
-        let mut errors = std::mem::take(&mut *context.errors.lock().expect("errors lock"));
+        let mut errors = context.errors.take();
         let report = std::mem::take(&mut *context.report.lock().expect("report lock"));
-        errors.extend(report.errors);
+        errors.extend(report.errors.into_iter().map(RunError::from));
         if !errors.is_empty() {
             return Err(PipelineError::Output(errors));
         }
@@ -891,8 +903,7 @@ impl Pipeline {
         if let Some(parquet) = &context.parquet {
             for g in Granularity::ALL {
                 let written = report.written.get(&g).cloned().unwrap_or_default();
-                let manifest = update_manifest(&parquet.out, g, parquet.buckets.max(1), &written)
-                    .map_err(|e| PipelineError::Output(vec![e]))?;
+                let manifest = update_manifest(&parquet.out, g, parquet.buckets.max(1), &written)?;
                 views.push(ViewSummary {
                     granularity: g,
                     windows_written: written.iter().map(|p| p.rows).sum(),
@@ -913,7 +924,7 @@ impl Pipeline {
                         ..start.clone()
                     }
                 };
-                recovery::write(&parquet.out, &end).map_err(|e| PipelineError::Output(vec![e]))?;
+                recovery::write(&parquet.out, &end)?;
             }
         }
         let p = &self.progress;

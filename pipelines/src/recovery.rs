@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
+use wattflow::error::RunErrors;
 use wattflow::sink::parquet::writer::write_durably;
+use wattflow::sink::parquet::{FileFault, ParquetSinkError};
 use wattflow::time::{format_iso, Calendar};
 use wattflow::Time;
 
@@ -90,8 +92,11 @@ pub fn read(out: &Path) -> Option<Checkpoint> {
 }
 
 /// Writes `<out>/_progress.json` durably.
-pub fn write(out: &Path, checkpoint: &Checkpoint) -> Result<(), String> {
-    let text = serde_json::to_string_pretty(checkpoint).map_err(|e| e.to_string())? + "\n";
+pub fn write(out: &Path, checkpoint: &Checkpoint) -> Result<(), ParquetSinkError> {
+    let text = serde_json::to_string_pretty(checkpoint).map_err(|e| ParquetSinkError::File {
+        path: out.join(PROGRESS_FILE),
+        source: FileFault::Json(e),
+    })? + "\n";
     write_durably(out, PROGRESS_FILE, text.as_bytes())
 }
 
@@ -129,7 +134,7 @@ pub fn checkpoint(
     out: PathBuf,
     start: Checkpoint,
     commit_limit: Arc<AtomicI64>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    errors: RunErrors,
     workers_per_process: usize,
 ) {
     let worker = durable.scope().index();
@@ -158,7 +163,7 @@ pub fn checkpoint(
                     written = floor;
                     commit_limit.fetch_max(floor, Ordering::SeqCst);
                 }
-                Err(e) => errors.lock().expect("errors lock").push(e),
+                Err(e) => errors.push(e),
             }
         }
     });

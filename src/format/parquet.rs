@@ -23,13 +23,13 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::format::text::{DateCache, TextFormat};
 use crate::model::Origin;
-use crate::source::file::{Chunk, ChunkReader, FileSourceConfig, SourceError};
+use crate::source::file::{Chunk, ChunkReader, FileSourceConfig, ParquetFault, SourceError};
 use crate::time::{self, format_iso};
 
-fn perr(path: &Path, e: impl std::fmt::Display) -> SourceError {
+fn perr(path: &Path, e: impl Into<ParquetFault>) -> SourceError {
     SourceError::Parquet {
         path: path.to_owned(),
-        message: e.to_string(),
+        source: e.into(),
     }
 }
 

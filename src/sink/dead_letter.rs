@@ -7,7 +7,7 @@
 //! ```
 //!
 //! A refused history row is appended to the dead-letter file (`file,line,reason,record`,
-//! RFC 4180 quoting through the `csv` writer of [`csv_field`]); a refused Kafka message, or a
+//! RFC 4180 quoting by the `csv` crate's writer); a refused Kafka message, or a
 //! Kafka reading the window operator refused (a duplicate), becomes a JSON letter on the
 //! dead-letter topic ([`letter`]), keyed like the message.
 //!
@@ -18,7 +18,7 @@
 //! for a reason a retry can outlive (broker away, timeout) is sent again with backoff; pending
 //! letters are bounded by [`DeadLetterConfig::max_pending_bytes`]. A letter that can never be
 //! delivered (the topic does not exist or may not be written, the letter is too large for the
-//! broker) or a pending budget exceeded is a fatal error: it is logged, recorded in `errors`,
+//! broker) or a pending budget exceeded is a fatal [`DeadLetterError`]: it is logged, recorded in `errors`,
 //! and `stop` is raised, so the pipeline ends with a clear error instead of stalling silently;
 //! nothing is committed past the refusals it could not deliver, and a restart reads them again.
 //!
@@ -30,14 +30,87 @@
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::StreamVec;
 
+use crate::error::RunErrors;
 use crate::source::Rejection;
 use crate::Time;
+
+/// Why the dead-letter path failed: the pipeline stops (see the module docs), committing
+/// nothing past the refusals it could not keep.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeadLetterError {
+    /// The dead-letter file could not be opened, written or synced.
+    #[error("{}: {source}", .path.display())]
+    File {
+        /// The dead-letter file.
+        path: PathBuf,
+        /// The file system's refusal.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The dead-letter producer could not be created.
+    #[cfg(feature = "kafka")]
+    #[error("dead-letter producer for {topic}: {source}")]
+    Producer {
+        /// The dead-letter topic.
+        topic: String,
+        /// librdkafka's refusal.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A letter can never be delivered (the topic is missing or may not be written, the
+    /// letter is too large for the broker).
+    #[cfg(feature = "kafka")]
+    #[error(
+        "dead letters cannot be written to topic {topic}: {source} (stopping; nothing is \
+         committed past the undelivered refusals, a restart reads them again)"
+    )]
+    Undeliverable {
+        /// The dead-letter topic.
+        topic: String,
+        /// The broker's refusal.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Letters kept failing for longer than [`DeadLetterConfig::deadline`].
+    #[cfg(feature = "kafka")]
+    #[error(
+        "dead letters for topic {topic} have failed for {deadline:?} ({source}): stopping; \
+         nothing is committed past the undelivered refusals, a restart reads them again"
+    )]
+    Deadline {
+        /// The dead-letter topic.
+        topic: String,
+        /// How long they may fail.
+        deadline: std::time::Duration,
+        /// The last failure.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// The letters waiting for the broker exceed [`DeadLetterConfig::max_pending_bytes`].
+    #[error(
+        "dead letters for {topic} waiting for the broker exceed {limit} bytes: the dead-letter \
+         topic is not keeping up (stopping; nothing is committed past them)"
+    )]
+    Backlog {
+        /// The dead-letter topic.
+        topic: String,
+        /// The budget.
+        limit: usize,
+    },
+    /// The producer's queue stayed full however long the sink waited.
+    #[error("the dead-letter producer's queue for {topic} stayed full")]
+    QueueFull {
+        /// The dead-letter topic.
+        topic: String,
+    },
+}
 
 /// File name of the dead-letter file inside the output folder.
 pub const REJECTED_FILE: &str = "rejected.csv";
@@ -47,15 +120,6 @@ pub const DEAD_LETTER_RECORD_BYTES: usize = 256 * 1024;
 pub const DEFAULT_MAX_PENDING_BYTES: usize = 64 << 20;
 /// Default [`DeadLetterConfig::deadline`]: how long letters may keep failing.
 pub const DEFAULT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Quotes a CSV field when needed (RFC 4180).
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
 
 /// The longest prefix of `text` whose JSON string escaping takes at most `budget` bytes, and
 /// whether it is all of `text`.
@@ -230,7 +294,7 @@ pub fn dead_letter_sink<'scope>(
     refusals: StreamVec<'scope, Time, Rejection>,
     config: Arc<DeadLetterConfig>,
     stats: Arc<DeadLetterStats>,
-    errors: Arc<Mutex<Vec<String>>>,
+    errors: RunErrors,
     stop: Arc<AtomicBool>,
     hold_commits: Arc<AtomicBool>,
 ) -> StreamVec<'scope, Time, ()> {
@@ -246,12 +310,12 @@ pub fn dead_letter_sink<'scope>(
     let activator = scope.activator_for(builder.operator_info().address);
     let failed = Arc::new(AtomicBool::new(false));
     let fail = {
-        let (errors, stop, failed) = (Arc::clone(&errors), Arc::clone(&stop), Arc::clone(&failed));
-        move |message: String| {
+        let (errors, stop, failed) = (errors.clone(), Arc::clone(&stop), Arc::clone(&failed));
+        move |error: DeadLetterError| {
             // Commits stop first: nothing may be committed past what was not delivered.
             hold_commits.store(true, Ordering::SeqCst);
-            tracing::error!("{message}");
-            errors.lock().expect("errors lock").push(message);
+            tracing::error!("{error}");
+            errors.push(error);
             failed.store(true, Ordering::SeqCst);
             stop.store(true, Ordering::Relaxed);
         }
@@ -262,7 +326,10 @@ pub fn dead_letter_sink<'scope>(
         if let Some(path) = &config.file {
             match DeadLetterFile::open(path, config.append) {
                 Ok(f) => file = Some(f),
-                Err(e) => fail(format!("{}: {e}", path.display())),
+                Err(source) => fail(DeadLetterError::File {
+                    path: path.clone(),
+                    source,
+                }),
             }
         }
     }
@@ -316,10 +383,12 @@ pub fn dead_letter_sink<'scope>(
                                     }
                                     // Written by the run this one resumes.
                                     Ok(false) => {}
-                                    Err(e) => {
+                                    Err(source) => {
                                         file = None;
-                                        let shown = path.as_ref().map(|p| p.display().to_string());
-                                        fail(format!("{}: {e}", shown.unwrap_or_default()));
+                                        fail(DeadLetterError::File {
+                                            path: path.clone().unwrap_or_default(),
+                                            source,
+                                        });
                                     }
                                 }
                             }
@@ -346,10 +415,12 @@ pub fn dead_letter_sink<'scope>(
             if !file_held.is_empty() {
                 // Records are durable before their times are let go.
                 if let Some(w) = file.as_mut() {
-                    if let Err(e) = w.sync() {
+                    if let Err(source) = w.sync() {
                         file = None;
-                        let shown = path.as_ref().map(|p| p.display().to_string());
-                        fail(format!("{}: {e}", shown.unwrap_or_default()));
+                        fail(DeadLetterError::File {
+                            path: path.clone().unwrap_or_default(),
+                            source,
+                        });
                     }
                 }
                 file_held.retain(|time, _| frontier.less_equal(time));
@@ -391,7 +462,7 @@ mod kafka {
     use timely::dataflow::operators::{Capability, InputCapability};
     use timely::progress::frontier::AntichainRef;
 
-    use super::{letter, DeadLetterStats, KafkaDeadLetters};
+    use super::{letter, DeadLetterError, DeadLetterStats, KafkaDeadLetters};
     use crate::source::Rejection;
     use crate::Time;
 
@@ -473,7 +544,7 @@ mod kafka {
             max_pending_bytes: usize,
             deadline: Duration,
             stats: Arc<DeadLetterStats>,
-        ) -> Result<Letters, String> {
+        ) -> Result<Letters, DeadLetterError> {
             let mut c = ClientConfig::new();
             c.set("bootstrap.servers", &config.brokers)
                 .set("linger.ms", "5")
@@ -488,7 +559,10 @@ mod kafka {
                     delivered: Mutex::new(Vec::new()),
                     failed: Mutex::new(Vec::new()),
                 })
-                .map_err(|e| format!("dead-letter producer for {}: {e}", config.topic))?;
+                .map_err(|source| DeadLetterError::Producer {
+                    topic: config.topic.clone(),
+                    source,
+                })?;
             Ok(Letters {
                 producer,
                 config: config.clone(),
@@ -514,15 +588,14 @@ mod kafka {
             r: &Rejection,
             time: Time,
             cap: &InputCapability<Time>,
-        ) -> Result<(), String> {
+        ) -> Result<(), DeadLetterError> {
             let body = letter(r, &self.config.source_topic);
             self.pending_bytes += body.len();
             if self.pending_bytes > self.max_pending_bytes {
-                return Err(format!(
-                    "dead letters for {} waiting for the broker exceed {} bytes: the \
-                     dead-letter topic is not keeping up (stopping; nothing is committed past them)",
-                    self.config.topic, self.max_pending_bytes
-                ));
+                return Err(DeadLetterError::Backlog {
+                    topic: self.config.topic.clone(),
+                    limit: self.max_pending_bytes,
+                });
             }
             let entry = self
                 .held
@@ -538,7 +611,7 @@ mod kafka {
             }))
         }
 
-        fn enqueue(&mut self, pending: Box<Pending>) -> Result<(), String> {
+        fn enqueue(&mut self, pending: Box<Pending>) -> Result<(), DeadLetterError> {
             let mut pending = pending;
             for _ in 0..1000 {
                 let record = BaseRecord::with_opaque_to(&self.config.topic, pending);
@@ -563,26 +636,27 @@ mod kafka {
                             .push_back((Instant::now() + self.backoff, back.delivery_opaque));
                         return Ok(());
                     }
-                    Err((e, _)) => return Err(self.fatal(&e)),
+                    Err((e, _)) => return Err(self.fatal(e)),
                 }
             }
-            Err(format!(
-                "the dead-letter producer's queue for {} stayed full",
-                self.config.topic
-            ))
+            Err(DeadLetterError::QueueFull {
+                topic: self.config.topic.clone(),
+            })
         }
 
-        fn fatal(&self, e: &KafkaError) -> String {
-            format!(
-                "dead letters cannot be written to topic {}: {e} (stopping; nothing is committed \
-                 past the undelivered refusals, a restart reads them again)",
-                self.config.topic
-            )
+        fn fatal(&self, source: KafkaError) -> DeadLetterError {
+            DeadLetterError::Undeliverable {
+                topic: self.config.topic.clone(),
+                source,
+            }
         }
 
         /// Handles delivery reports, sends failed letters again when due, and releases the
         /// times whose letters are all delivered and whose input is complete.
-        pub(super) fn progress(&mut self, frontier: &AntichainRef<'_, Time>) -> Result<(), String> {
+        pub(super) fn progress(
+            &mut self,
+            frontier: &AntichainRef<'_, Time>,
+        ) -> Result<(), DeadLetterError> {
             self.producer.poll(Duration::ZERO);
             let delivered =
                 std::mem::take(&mut *self.producer.context().delivered.lock().expect("lock"));
@@ -600,7 +674,7 @@ mod kafka {
             for (pending, e) in failed {
                 self.stats.letter_failures.fetch_add(1, Ordering::Relaxed);
                 if is_permanent(&e) {
-                    return Err(self.fatal(&e));
+                    return Err(self.fatal(e));
                 }
                 if self
                     .stats
@@ -615,11 +689,11 @@ mod kafka {
                 }
                 let since = *self.failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > self.deadline {
-                    return Err(format!(
-                        "dead letters for topic {} have failed for {:?} ({e}): stopping; nothing \
-                         is committed past the undelivered refusals, a restart reads them again",
-                        self.config.topic, self.deadline
-                    ));
+                    return Err(DeadLetterError::Deadline {
+                        topic: self.config.topic.clone(),
+                        deadline: self.deadline,
+                        source: e,
+                    });
                 }
                 self.retry
                     .push_back((Instant::now() + self.backoff, pending));
@@ -642,13 +716,6 @@ mod kafka {
 mod tests {
     use super::*;
     use crate::model::{Origin, RejectReason};
-
-    #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-    }
 
     fn rejection(record: String) -> Rejection {
         Rejection {

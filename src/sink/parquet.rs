@@ -39,7 +39,9 @@
 //! # Durability
 //! The writer thread encodes; a second thread syncs each finished file, renames it into place
 //! and, for the files that finished close together, syncs their folders and updates the
-//! manifests once ([`writer`]); only then is a partition's capability released.
+//! manifests once ([`writer`]); only then is a partition's capability released. A failed write
+//! is a [`ParquetSinkError`] naming its file: the partition keeps its capability until the
+//! input ends, and the run then fails with the error.
 //!
 //! # Durability frontier
 //! The sink's one output carries no data. It holds, for every partition kept in memory or being
@@ -49,9 +51,11 @@
 //!
 //! # Encoding
 //! zstd level 1; dictionaries only for `meter` (the numeric columns are high-cardinality and
-//! gain nothing from them); one row group per file. `_sum`, `_min`, `_max` are exact
+//! gain nothing from them); a row group every [`ROW_GROUP_ROWS`] rows, so a file's bytes depend
+//! only on its rows (a month of one meter is one row group). `_sum`, `_min`, `_max` are exact
 //! `DECIMAL(18,3)`; averages and derived values are doubles.
 
+pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod writer;
@@ -65,6 +69,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
+pub use error::{FileFault, ParquetSinkError};
 pub use layout::{
     partition_bounds, partition_bounds_in, partition_of, partition_of_in, view_batch,
     view_batch_for, view_schema, view_schema_for,
@@ -136,7 +141,7 @@ pub struct SinkReport {
     /// Files written in this run.
     pub written: BTreeMap<Granularity, Vec<PartitionEntry>>,
     /// Write errors.
-    pub errors: Vec<String>,
+    pub errors: Vec<ParquetSinkError>,
 }
 
 /// A window of a partition, `(meter, start)`, and its value (`None`: retracted to nothing).

@@ -9,28 +9,30 @@
 //! whole to one worker. Parquet row groups are dealt like chunks.
 //!
 //! # Watermarks
-//! Each input keeps its own watermark (largest event time seen minus the allowed lateness); the
+//! Each input keeps its own watermark (largest event time seen minus the allowed lateness, a
+//! [`LatenessWatermark`] judged the same way as a Kafka partition's); the
 //! worker holds its capability at the least watermark of its unfinished inputs and always reads
 //! next from the input that is furthest behind, so several files covering the same period
 //! (several households) are merged in time. A row behind its input's watermark is refused as
 //! too late. With several workers on one file, lateness is judged per chunk sequence of each
 //! worker; for files in time order (as history files are) this changes nothing.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use differential_dataflow::collection::vec::Collection as VecCollection;
 use differential_dataflow::AsCollection;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
+use crate::error::RunErrors;
 use crate::format::text::{DateCache, HeaderError, Line, TextFormat};
 use crate::model::{Limits, MeterId, Origin, Reading, RejectReason};
 use crate::source::handover::HistoryEnds;
+use crate::source::progress::{InFlight, LatenessWatermark};
 use crate::source::{Rejection, SourceOperator};
 use crate::time::format_iso;
 use crate::Time;
@@ -164,13 +166,33 @@ pub enum SourceError {
         source: HeaderError,
     },
     /// A Parquet file that cannot be decoded, or lacks the needed columns.
-    #[error("{path}: {message}")]
+    #[error("{path}: {source}")]
     Parquet {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        message: String,
+        source: ParquetFault,
     },
+}
+
+/// What is wrong with a Parquet history file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParquetFault {
+    /// The file cannot be decoded.
+    #[cfg(feature = "parquet")]
+    #[error(transparent)]
+    Decode(#[from] parquet::errors::ParquetError),
+    /// A batch of it cannot be read.
+    #[cfg(feature = "parquet")]
+    #[error(transparent)]
+    Arrow(#[from] arrow_schema::ArrowError),
+    /// Its columns are not ones we can read.
+    #[error("columns: {0}")]
+    Columns(#[from] HeaderError),
+    /// This build cannot read Parquet.
+    #[error("this build has no Parquet support (feature `parquet`)")]
+    Unsupported,
 }
 
 /// What one chunk of input held.
@@ -282,7 +304,7 @@ pub fn check_inputs(config: &FileSourceConfig) -> Result<u64, SourceError> {
                 #[cfg(not(feature = "parquet"))]
                 return Err(SourceError::Parquet {
                     path: path.clone(),
-                    message: "this build has no Parquet support (feature `parquet`)".into(),
+                    source: ParquetFault::Unsupported,
                 });
                 #[allow(unreachable_code)]
                 {
@@ -367,7 +389,7 @@ pub fn open_share(
             #[cfg(not(feature = "parquet"))]
             Err(SourceError::Parquet {
                 path: path.clone(),
-                message: "this build has no Parquet support (feature `parquet`)".into(),
+                source: ParquetFault::Unsupported,
             })
         }
     }
@@ -636,8 +658,10 @@ pub fn render_reading(r: &Reading) -> String {
 
 struct InputState {
     reader: Box<dyn ChunkReader>,
+    /// Judges each row of this input.
+    lateness: LatenessWatermark,
+    /// The watermark as of the last chunk's end: what the capability follows.
     watermark: i64,
-    max_ts: i64,
 }
 
 /// Streams returned by [`file_source`].
@@ -665,7 +689,7 @@ pub fn file_source<'scope>(
     scope: Scope<'scope, Time>,
     config: Arc<FileSourceConfig>,
     stats: Arc<SourceStats>,
-    errors: Arc<Mutex<Vec<String>>>,
+    errors: RunErrors,
     flow: Option<ProbeHandle<Time>>,
 ) -> FileStreams<'scope> {
     let worker = scope.index();
@@ -686,7 +710,7 @@ pub fn file_source<'scope>(
         let mut caps = Some(capabilities);
         let mut inputs: Vec<InputState> = Vec::new();
         let mut opened = false;
-        let mut in_flight: VecDeque<Time> = VecDeque::new();
+        let mut in_flight = InFlight::new(DEFAULT_CHUNKS_IN_FLIGHT);
         let mut ends = HistoryEnds::default();
         let switch_at = config.switch_at.unwrap_or(i64::MAX);
         let resume_from = config.resume_from.unwrap_or(i64::MIN);
@@ -695,9 +719,7 @@ pub fn file_source<'scope>(
                 return;
             };
             if let Some(probe) = &flow {
-                let now = *current[0].time();
-                in_flight.retain(|t| *t < now && probe.less_equal(t));
-                if in_flight.len() >= DEFAULT_CHUNKS_IN_FLIGHT {
+                if in_flight.blocked(*current[0].time(), probe) {
                     activator.activate_after(Duration::from_micros(200));
                     return;
                 }
@@ -708,11 +730,11 @@ pub fn file_source<'scope>(
                     match open_share(index, &config, worker, peers) {
                         Ok(Some(reader)) => inputs.push(InputState {
                             reader,
+                            lateness: LatenessWatermark::new(config.lateness_ms, i64::MIN),
                             watermark: i64::MIN,
-                            max_ts: i64::MIN,
                         }),
                         Ok(None) => {}
-                        Err(e) => errors.lock().expect("errors lock").push(e.to_string()),
+                        Err(e) => errors.push(e),
                     }
                 }
             }
@@ -726,7 +748,7 @@ pub fn file_source<'scope>(
                 match inputs[i].reader.next_chunk() {
                     Ok(Some(mut chunk)) => {
                         let time = *current[0].time();
-                        in_flight.push_back(time);
+                        in_flight.sent(time);
                         let state = &mut inputs[i];
                         let mut readings_handle = readings_out.activate();
                         let mut session = readings_handle.session(&current[0]);
@@ -735,7 +757,7 @@ pub fn file_source<'scope>(
                         let mut after_switch = 0u64;
                         let mut skipped = 0u64;
                         // Per-row watermark: a row is late if it is behind the largest event
-                        // time seen before it by more than the lateness.
+                        // time seen before it (in this input) by more than the lateness.
                         let zoned = config.calendar.is_zoned();
                         for mut r in readings {
                             if zoned {
@@ -750,19 +772,17 @@ pub fn file_source<'scope>(
                                 skipped += 1;
                                 continue;
                             }
-                            let watermark = state.max_ts.saturating_sub(config.lateness_ms);
-                            if r.ts < watermark.max(state.watermark) {
+                            if let Err(bar) = state.lateness.admit(r.ts, state.watermark) {
                                 chunk.rejected.push(Rejection::new(
                                     r.origin,
                                     RejectReason::TooLate {
                                         ts: format_iso(r.ts),
-                                        watermark: format_iso(watermark.max(state.watermark)),
+                                        watermark: format_iso(bar),
                                     },
                                     render_reading(&r),
                                 ));
                                 continue;
                             }
-                            state.max_ts = state.max_ts.max(r.ts);
                             ends.note(r.meter, r.ts.saturating_add(r.interval_s as i64 * 1000));
                             session.give((r, time, 1));
                             emitted += 1;
@@ -784,17 +804,13 @@ pub fn file_source<'scope>(
                                 .give_iterator(chunk.rejected.iter().cloned());
                         }
                         stats.add(&chunk);
-                        if state.max_ts != i64::MIN {
-                            state.watermark = state
-                                .watermark
-                                .max(state.max_ts.saturating_sub(config.lateness_ms));
-                        }
+                        state.watermark = state.watermark.max(state.lateness.watermark());
                     }
                     Ok(None) => {
                         inputs.swap_remove(i);
                     }
                     Err(e) => {
-                        errors.lock().expect("errors lock").push(e.to_string());
+                        errors.push(e);
                         inputs.swap_remove(i);
                     }
                 }

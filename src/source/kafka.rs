@@ -41,7 +41,9 @@
 //! # Flow control
 //! Like the file source, a worker polls only while fewer than
 //! [`KafkaSourceConfig::batches_in_flight`] of its earlier batch times are still ahead of a
-//! flow-control probe (see [`kafka_source`]); the rest waits in librdkafka's bounded prefetch
+//! flow-control probe (an [`InFlight`] window, see [`kafka_source`]); each partition judges
+//! lateness with a [`LatenessWatermark`](crate::source::progress::LatenessWatermark), as each
+//! history input does. The rest waits in librdkafka's bounded prefetch
 //! queue and then in Kafka.
 
 mod config;
@@ -51,7 +53,6 @@ mod stats;
 mod tests;
 mod worker;
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +76,7 @@ pub use worker::check_topic;
 
 use crate::model::{MeterId, Reading};
 use crate::source::handover::{SwitchAt, SwitchTimes};
+use crate::source::progress::InFlight;
 use crate::source::{Rejection, SourceOperator};
 use crate::time::format_iso;
 use crate::Time;
@@ -168,7 +170,7 @@ pub fn kafka_source<'scope>(
 
     builder.build_reschedule(move |capabilities| {
         let mut caps = Some(capabilities);
-        let mut in_flight: VecDeque<Time> = VecDeque::new();
+        let mut in_flight = InFlight::new(worker.config.batches_in_flight);
         let mut finished_at: Option<Instant> = None;
         let mut done = false;
         move |frontiers| {
@@ -248,8 +250,7 @@ pub fn kafka_source<'scope>(
             };
             worker.cap = *current[0].time();
             let now = worker.cap;
-            in_flight.retain(|t| *t < now && flow.less_equal(t));
-            let blocked = in_flight.len() >= worker.config.batches_in_flight.max(1);
+            let blocked = in_flight.blocked(now, &flow);
             let mut taken = 0usize;
             let mut drained = false;
             let mut behind = false;
@@ -318,9 +319,7 @@ pub fn kafka_source<'scope>(
                     .store(wall_clock_ms(), Ordering::Relaxed);
             }
             if !worker.readings.is_empty() {
-                if in_flight.back() != Some(&now) {
-                    in_flight.push_back(now);
-                }
+                in_flight.sent(now);
                 let emitted = worker.readings.len() as u64;
                 let mut handle = readings_out.activate();
                 let mut session = handle.session(&current[0]);

@@ -166,8 +166,15 @@ pub fn view_batch_for(
 /// Writer settings: timestamps and counts delta-encoded (near zero bits a row); dictionary only
 /// for `meter`. (Measured on the UCI minute view: delta-encoding the decimals or
 /// byte-stream-splitting the doubles made the files larger and no faster.)
-pub(super) fn writer_properties(zstd_level: i32) -> Result<WriterProperties, String> {
-    let level = ZstdLevel::try_new(zstd_level).map_err(|e| e.to_string())?;
+pub(super) fn writer_properties(
+    zstd_level: i32,
+) -> Result<WriterProperties, super::error::ParquetSinkError> {
+    let level = ZstdLevel::try_new(zstd_level).map_err(|source| {
+        super::error::ParquetSinkError::Compression {
+            level: zstd_level,
+            source,
+        }
+    })?;
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(level))
         .set_dictionary_enabled(false)

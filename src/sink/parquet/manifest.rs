@@ -10,6 +10,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::{At, ParquetSinkError};
 use super::writer::write_durably;
 use super::MANIFEST_FILE;
 use crate::model::Granularity;
@@ -61,17 +62,15 @@ fn one_bucket() -> u32 {
 
 /// Refuses to write views of `buckets` files per partition into `out` when a manifest there
 /// records another number: the meters would then be in two files of a partition.
-pub fn check_buckets(out: &Path, buckets: u32) -> Result<(), String> {
+pub fn check_buckets(out: &Path, buckets: u32) -> Result<(), ParquetSinkError> {
     for g in Granularity::ALL {
         if let Some(m) = read_manifest(out, g) {
             if m.buckets != buckets {
-                return Err(format!(
-                    "{}: the view was written with {} file(s) per partition (buckets = {}); \
-                     this run asks for {buckets}: use the same number, or another output folder",
-                    out.join(g.name()).join(MANIFEST_FILE).display(),
-                    m.buckets,
-                    m.buckets
-                ));
+                return Err(ParquetSinkError::Buckets {
+                    manifest: out.join(g.name()).join(MANIFEST_FILE),
+                    found: m.buckets,
+                    wanted: buckets,
+                });
             }
         }
     }
@@ -92,20 +91,19 @@ pub fn update_manifest(
     granularity: Granularity,
     buckets: u32,
     written: &[PartitionEntry],
-) -> Result<Manifest, String> {
+) -> Result<Manifest, ParquetSinkError> {
     let _one_at_a_time = MANIFEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     // And one process at a time: the processes of a cluster share the manifests.
     let dir = out.join(granularity.name());
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).at(&dir)?;
     let lock_path = dir.join(".manifest.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        .at(&lock_path)?;
+    lock.lock().at(&lock_path)?;
     let mut by_path: BTreeMap<String, PartitionEntry> = read_manifest(out, granularity)
         .map(|m| {
             m.partitions
@@ -132,7 +130,7 @@ pub fn update_manifest(
         buckets,
         partitions,
     };
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| e.to_string())? + "\n";
+    let text = serde_json::to_string_pretty(&manifest).at(&dir.join(MANIFEST_FILE))? + "\n";
     write_durably(&dir, MANIFEST_FILE, text.as_bytes())?;
     Ok(manifest)
 }

@@ -19,6 +19,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 
+use super::error::{At, FileFault, ParquetSinkError};
 use super::layout::{partition_of_in, view_batch_for, view_schema_for, writer_properties};
 use super::manifest::{update_manifest, PartitionEntry};
 use super::{part_file, ParquetSinkConfig, ParquetStats, SinkReport, PART_FILE};
@@ -34,9 +35,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Writes `bytes` to `dir/name` through a hidden temporary file, synced before the rename and
 /// the folder synced after it: the file is either the old one or the whole new one, even
 /// after a crash or a power loss.
-pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
-    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.join(name).display());
-    std::fs::create_dir_all(dir).map_err(|e| ctx(&e))?;
+pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ParquetSinkError> {
+    let path = dir.join(name);
+    std::fs::create_dir_all(dir).at(dir)?;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
@@ -48,7 +49,7 @@ pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String>
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(|e| ctx(&e))
+    result.at(&path)
 }
 
 /// What a finished partition file holds.
@@ -118,19 +119,18 @@ impl PartitionFile {
         file_name: &str,
         zstd_level: i32,
         calendar: &Calendar,
-    ) -> Result<PartitionFile, String> {
-        let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.join(file_name).display());
-        std::fs::create_dir_all(dir).map_err(|e| ctx(&e))?;
+    ) -> Result<PartitionFile, ParquetSinkError> {
+        std::fs::create_dir_all(dir).at(dir)?;
         let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-        let file = File::create(&tmp).map_err(|e| ctx(&e))?;
-        let handle = file.try_clone().map_err(|e| ctx(&e))?;
+        let file = File::create(&tmp).at(&tmp)?;
+        let handle = file.try_clone().at(&tmp)?;
         let props = writer_properties(zstd_level)?;
         let writer = ArrowWriter::try_new(file, view_schema_for(calendar), Some(props));
         let writer = match writer {
             Ok(w) => w,
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(ctx(&e));
+                return Err(e).at(&dir.join(file_name));
             }
         };
         Ok(PartitionFile {
@@ -145,28 +145,29 @@ impl PartitionFile {
         })
     }
 
-    fn ctx(&self, e: &dyn std::fmt::Display) -> String {
-        format!("{}: {e}", self.dir.join(&self.file_name).display())
+    /// The file in place, as errors name it.
+    fn path(&self) -> PathBuf {
+        self.dir.join(&self.file_name)
     }
 
     /// Appends `rows` as one row group. They must be in file order (`(window_start, meter)`)
     /// and after every row appended before.
-    pub fn append(&mut self, rows: &[(WindowKey, &Aggregate)]) -> Result<(), String> {
+    pub fn append(&mut self, rows: &[(WindowKey, &Aggregate)]) -> Result<(), ParquetSinkError> {
         if rows.is_empty() {
             return Ok(());
         }
         let after_last = self.summary.rows == 0 || rows[0].0.start >= self.summary.last;
         let in_order = rows.is_sorted_by(|(a, _), (b, _)| (a.start, a.meter) < (b.start, b.meter));
         if !after_last || !in_order {
-            return Err(self.ctx(&"rows out of file order (a bug: please report it)"));
+            return Err(FileFault::OutOfOrder).at(&self.path());
         }
-        let batch = view_batch_for(&self.calendar, rows).map_err(|e| self.ctx(&e))?;
+        let batch = view_batch_for(&self.calendar, rows).at(&self.path())?;
         let writer = self
             .writer
             .as_mut()
             .expect("an unfinished file has a writer");
         let written = writer.write(&batch).and_then(|()| writer.flush());
-        written.map_err(|e| self.ctx(&e))?;
+        written.at(&self.path())?;
         self.summary.add(&batch);
         Ok(())
     }
@@ -175,11 +176,11 @@ impl PartitionFile {
     /// one does not hold ([`merge_sorted_files`]), and renames the result into place; the
     /// folder is synced after. Returns what the file holds, `None` when no row was appended
     /// (then nothing is written and a file in place stays as it is).
-    pub fn finish(self) -> Result<Option<FileSummary>, String> {
+    pub fn finish(self) -> Result<Option<FileSummary>, ParquetSinkError> {
         let dir = self.dir.clone();
         let summary = self.finish_unsynced()?;
         if summary.is_some() {
-            sync_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            sync_dir(&dir).at(&dir)?;
         }
         Ok(summary)
     }
@@ -187,17 +188,17 @@ impl PartitionFile {
     /// [`PartitionFile::finish`] without syncing the folder after the rename: the caller
     /// syncs it (once for several files) before it takes the file for durable. The file itself
     /// is synced before the rename, so a crash never leaves a partial file in place.
-    fn finish_unsynced(mut self) -> Result<Option<FileSummary>, String> {
+    fn finish_unsynced(mut self) -> Result<Option<FileSummary>, ParquetSinkError> {
         self.close()?;
         self.install()
     }
 
     /// Writes the file's footer (the temporary file is then a whole Parquet file, neither
     /// synced nor in place). Costs CPU, not waiting: [`PartitionFile::install`] does that.
-    fn close(&mut self) -> Result<(), String> {
+    fn close(&mut self) -> Result<(), ParquetSinkError> {
         if let Some(writer) = self.writer.take() {
             if self.summary.rows > 0 {
-                writer.close().map_err(|e| self.ctx(&e))?;
+                writer.close().at(&self.path())?;
             }
         }
         Ok(())
@@ -205,12 +206,12 @@ impl PartitionFile {
 
     /// Syncs a closed file, merges it with the file in place, and renames it into place
     /// (without syncing the folder); `None` when it holds no row.
-    fn install(self) -> Result<Option<FileSummary>, String> {
+    fn install(self) -> Result<Option<FileSummary>, ParquetSinkError> {
         debug_assert!(self.writer.is_none(), "closed first");
         if self.summary.rows == 0 {
             return Ok(None);
         }
-        self.handle.sync_all().map_err(|e| self.ctx(&e))?;
+        self.handle.sync_all().at(&self.tmp)?;
         let target = self.dir.join(&self.file_name);
         let mut summary = self.summary;
         let mut from = self.tmp.clone();
@@ -234,7 +235,7 @@ impl PartitionFile {
                 }
             }
         }
-        std::fs::rename(&from, &target).map_err(|e| self.ctx(&e))?;
+        std::fs::rename(&from, &target).at(&target)?;
         Ok(Some(summary))
     }
 }
@@ -255,7 +256,7 @@ pub fn write_partition(
     rows: &[(WindowKey, &Aggregate)],
     zstd_level: i32,
     calendar: &Calendar,
-) -> Result<Option<FileSummary>, String> {
+) -> Result<Option<FileSummary>, ParquetSinkError> {
     let mut file = PartitionFile::create(dir, PART_FILE, zstd_level, calendar)?;
     for group in rows.chunks(super::ROW_GROUP_ROWS) {
         file.append(group)?;
@@ -270,33 +271,33 @@ struct Cursor {
     row: usize,
     /// Counts the batches read, so a chunk knows when the cursor moved on to another one.
     generation: u64,
+    /// The file, as errors name it.
+    path: PathBuf,
 }
 
 impl Cursor {
-    fn open(path: &Path, keys_only: bool, schema: &SchemaRef) -> Result<Cursor, String> {
+    fn open(path: &Path, keys_only: bool, schema: &SchemaRef) -> Result<Cursor, ParquetSinkError> {
         use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
         use parquet::arrow::ProjectionMask;
-        let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let file = File::open(path).map_err(|e| ctx(&e))?;
+        let file = File::open(path).at(path)?;
         let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| ctx(&e))?
+            .at(path)?
             .with_batch_size(8192);
         if builder.schema().fields() != schema.fields() {
-            return Err(ctx(
-                &"holds other columns than this version writes: move it away to rewrite the view",
-            ));
+            return Err(FileFault::OtherSchema).at(path);
         }
         if keys_only {
             let mask = ProjectionMask::roots(builder.parquet_schema(), [0, 1]);
             builder = builder.with_projection(mask);
         }
         let mut cursor = Cursor {
-            batches: builder.build().map_err(|e| ctx(&e))?,
+            batches: builder.build().at(path)?,
             batch: None,
             row: 0,
             generation: 0,
+            path: path.to_path_buf(),
         };
-        cursor.next_batch().map_err(|e| ctx(&e))?;
+        cursor.next_batch().at(path)?;
         Ok(cursor)
     }
 
@@ -322,14 +323,15 @@ impl Cursor {
         Some(row_order(start.value(self.row), meter))
     }
 
-    fn advance(&mut self) -> Result<(), String> {
+    fn advance(&mut self) -> Result<(), ParquetSinkError> {
         self.row += 1;
         if self
             .batch
             .as_ref()
             .is_some_and(|b| self.row >= b.num_rows())
         {
-            self.next_batch().map_err(|e| e.to_string())?;
+            let path = self.path.clone();
+            self.next_batch().at(&path)?;
         }
         Ok(())
     }
@@ -386,16 +388,15 @@ impl Chunk {
         writer: &mut ArrowWriter<File>,
         schema: &SchemaRef,
         summary: &mut FileSummary,
-    ) -> Result<(), String> {
+    ) -> Result<(), FileFault> {
         if self.order.is_empty() {
             return Ok(());
         }
         let refs: Vec<&RecordBatch> = self.batches.iter().collect();
         let batch = arrow_select::interleave::interleave_record_batch(&refs, &self.order)
-            .and_then(|b| RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec()))
-            .map_err(|e| e.to_string())?;
-        writer.write(&batch).map_err(|e| e.to_string())?;
-        writer.flush().map_err(|e| e.to_string())?;
+            .and_then(|b| RecordBatch::try_new(Arc::clone(schema), b.columns().to_vec()))?;
+        writer.write(&batch)?;
+        writer.flush()?;
         summary.add(&batch);
         *self = Chunk::default();
         Ok(())
@@ -414,9 +415,8 @@ pub fn merge_sorted_files(
     out: &Path,
     zstd_level: i32,
     calendar: &Calendar,
-) -> Result<Option<FileSummary>, String> {
+) -> Result<Option<FileSummary>, ParquetSinkError> {
     let schema = view_schema_for(calendar);
-    let ctx = |e: &dyn std::fmt::Display| format!("{}: {e}", old.display());
     // Pass 1, keys only: is any old window missing from the new file?
     let (mut n, mut o) = (
         Cursor::open(new, true, &schema)?,
@@ -441,14 +441,14 @@ pub fn merge_sorted_files(
         Cursor::open(new, false, &schema)?,
         Cursor::open(old, false, &schema)?,
     );
-    let file = File::create(out).map_err(|e| ctx(&e))?;
-    let handle = file.try_clone().map_err(|e| ctx(&e))?;
+    let file = File::create(out).at(out)?;
+    let handle = file.try_clone().at(out)?;
     let mut writer = ArrowWriter::try_new(
         file,
         Arc::clone(&schema),
         Some(writer_properties(zstd_level)?),
     )
-    .map_err(|e| ctx(&e))?;
+    .at(out)?;
     let mut chunk = Chunk::default();
     let mut summary = FileSummary::default();
     loop {
@@ -469,16 +469,12 @@ pub fn merge_sorted_files(
             Pick::Done => break,
         }
         if chunk.order.len() == super::ROW_GROUP_ROWS {
-            chunk
-                .write(&mut writer, &schema, &mut summary)
-                .map_err(|e| ctx(&e))?;
+            chunk.write(&mut writer, &schema, &mut summary).at(out)?;
         }
     }
-    chunk
-        .write(&mut writer, &schema, &mut summary)
-        .map_err(|e| ctx(&e))?;
-    writer.close().map_err(|e| ctx(&e))?;
-    handle.sync_all().map_err(|e| ctx(&e))?;
+    chunk.write(&mut writer, &schema, &mut summary).at(out)?;
+    writer.close().at(out)?;
+    handle.sync_all().at(out)?;
     Ok(Some(summary))
 }
 
@@ -523,7 +519,7 @@ pub(super) enum WriteJob {
 
 /// A partition file in the making, or why it could not be made.
 struct Open {
-    file: Result<PartitionFile, String>,
+    file: Result<PartitionFile, ParquetSinkError>,
     /// Time spent encoding and writing it so far.
     busy: Duration,
 }
@@ -533,7 +529,7 @@ struct Open {
 struct Closed {
     id: u64,
     key: PartKey,
-    file: Result<Option<PartitionFile>, String>,
+    file: Result<Option<PartitionFile>, ParquetSinkError>,
     busy: Duration,
 }
 
@@ -673,10 +669,10 @@ impl Settler {
             return Vec::new();
         }
         let started = Instant::now();
-        let mut result: Result<(), String> = Ok(());
+        let mut result: Result<(), ParquetSinkError> = Ok(());
         for dir in std::mem::take(&mut self.dirs) {
             if result.is_ok() {
-                result = sync_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()));
+                result = sync_dir(&dir).at(&dir);
             }
         }
         let finished = std::mem::take(&mut self.finished);
@@ -853,9 +849,7 @@ impl PartitionWriter {
             // partition cannot be written whole any more.
             if self.queue.take().is_some() {
                 let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
-                report
-                    .errors
-                    .push("the Parquet writer thread stopped".into());
+                report.errors.push(ParquetSinkError::WriterStopped);
             }
             if let WriteJob::Close { id, .. } = job {
                 self.done
@@ -887,7 +881,7 @@ impl Drop for PartitionWriter {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .errors
-                    .push("a Parquet writer thread panicked".into());
+                    .push(ParquetSinkError::WriterStopped);
             }
         }
     }

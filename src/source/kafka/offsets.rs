@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::error::{KafkaError as RdKafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::topic_partition_list::Offset;
 
+use crate::source::progress::LatenessWatermark;
 use crate::Time;
 
 /// Whether a broker error is one a retry can outlive: the group coordinator is still loading
@@ -58,10 +59,8 @@ pub fn retry_transient<T>(
 /// One partition a worker reads.
 pub(super) struct PartitionState {
     pub(super) partition: i32,
-    /// Largest event time delivered.
-    pub(super) max_ts: i64,
-    /// `max(restart floor, max_ts - lateness)`.
-    pub(super) watermark: i64,
+    /// `max(restart floor, largest event time delivered - lateness)`.
+    pub(super) lateness: LatenessWatermark,
     /// When the last message (or the start) was seen.
     pub(super) last_message: Instant,
     /// Reached the end of the partition since its last message.
@@ -89,6 +88,7 @@ impl PartitionState {
     pub(super) fn new(
         partition: i32,
         offset: Offset,
+        lateness_ms: i64,
         floor: i64,
         read: Option<i64>,
         now: Instant,
@@ -99,8 +99,7 @@ impl PartitionState {
         };
         PartitionState {
             partition,
-            max_ts: i64::MIN,
-            watermark: floor,
+            lateness: LatenessWatermark::new(lateness_ms, floor),
             last_message: now,
             eof: false,
             idle: false,

@@ -114,8 +114,8 @@ fn run_until(config: &KafkaSourceConfig, workers: usize, stop: Arc<AtomicBool>) 
         ..DeadLetterConfig::new()
     });
     let letters = Arc::new(DeadLetterStats::default());
-    let errors = Arc::new(Mutex::new(Vec::new()));
-    let (d, l, e) = (Arc::clone(&dead), Arc::clone(&letters), Arc::clone(&errors));
+    let errors = crate::error::RunErrors::new();
+    let (d, l, e) = (Arc::clone(&dead), Arc::clone(&letters), errors.clone());
     let config = Arc::new(config.clone());
     let stats = Arc::new(KafkaStats::default());
     let readings = Arc::new(Mutex::new(Vec::new()));
@@ -161,7 +161,7 @@ fn run_until(config: &KafkaSourceConfig, workers: usize, stop: Arc<AtomicBool>) 
     }
     let readings = std::mem::take(&mut *readings.lock().unwrap());
     let rejected = std::mem::take(&mut *rejected.lock().unwrap());
-    let errors = std::mem::take(&mut *errors.lock().unwrap());
+    let errors = errors.take().iter().map(ToString::to_string).collect();
     Run {
         readings,
         rejected,
@@ -213,6 +213,7 @@ fn bare_worker(partitions: &[i32], index: usize, stats: &Arc<KafkaStats>) -> Wor
         ..KafkaSourceConfig::new("unused:9092", "t", DEFAULT_GROUP_ID)
     };
     let now = Instant::now();
+    let lateness_ms = config.lateness_ms;
     Worker::new(
         Arc::new(config),
         Arc::clone(stats),
@@ -220,7 +221,7 @@ fn bare_worker(partitions: &[i32], index: usize, stats: &Arc<KafkaStats>) -> Wor
         index,
         partitions
             .iter()
-            .map(|&p| PartitionState::new(p, Offset::Beginning, i64::MIN, None, now))
+            .map(|&p| PartitionState::new(p, Offset::Beginning, lateness_ms, i64::MIN, None, now))
             .collect(),
     )
 }
@@ -313,7 +314,7 @@ fn lateness_is_judged_per_partition_and_against_the_capability() {
         w.rejected.last().map(|j| &j.reason),
         Some(RejectReason::FromTheFuture { .. })
     ));
-    assert_eq!(w.partitions[1].max_ts, t);
+    assert_eq!(w.partitions[1].lateness.max_ts(), Some(t));
     // Bad payloads are refused with their position.
     w.handle(0, 4, None, Some(b"{}"), t);
     w.handle(0, 5, None, None, t);

@@ -202,21 +202,17 @@ impl Worker {
             }
         }
         let cap = self.cap;
-        let lateness = self.config.lateness_ms;
         let p = &mut self.partitions[i];
-        let bar = p
-            .watermark
-            .max(p.max_ts.saturating_sub(lateness))
-            .max(cap as i64);
-        if reading.ts < bar {
+        if let Err(bar) = p
+            .lateness
+            .admit(reading.ts, cap.min(i64::MAX as Time) as i64)
+        {
             let reason = RejectReason::TooLate {
                 ts: format_iso(reading.ts),
                 watermark: format_iso(bar),
             };
             return self.reject(i, offset, key, payload, reason);
         }
-        p.max_ts = p.max_ts.max(reading.ts);
-        p.watermark = p.watermark.max(p.max_ts.saturating_sub(lateness));
         p.days
             .entry(self.config.calendar.day_start(reading.ts))
             .or_insert(offset);
@@ -229,12 +225,12 @@ impl Worker {
             .partitions
             .iter()
             .filter(|p| !p.idle)
-            .map(|p| p.watermark)
+            .map(|p| p.lateness.watermark())
             .min();
         let target = match active {
             Some(t) => t,
             None => {
-                let own = self.partitions.iter().map(|p| p.watermark).max();
+                let own = self.partitions.iter().map(|p| p.lateness.watermark()).max();
                 let others = self
                     .peer_watermarks
                     .iter()
@@ -537,7 +533,14 @@ pub(super) fn open_worker(
                     topic: config.topic.clone(),
                     source: Box::new(source),
                 })?;
-            partitions.push(PartitionState::new(p, offset, floor, read, now));
+            partitions.push(PartitionState::new(
+                p,
+                offset,
+                config.lateness_ms,
+                floor,
+                read,
+                now,
+            ));
         }
     }
     consumer

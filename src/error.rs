@@ -1,0 +1,85 @@
+//! The fatal errors of a running graph, collected from every worker for the end of the run.
+//!
+//! Bad records never fail a run: they are refused and dead-lettered. What fails it is a part of
+//! the graph that cannot go on (an input file vanishing mid-run, a view that cannot be written,
+//! a dead-letter path that cannot keep its refusals). The operator that meets such an error
+//! pushes it to the run's [`RunErrors`] and lets its times go, so the graph can finish; the
+//! pipeline then fails with every error it collected, each naming what it is about.
+
+use std::sync::{Arc, Mutex};
+
+use crate::sink::dead_letter::DeadLetterError;
+use crate::source::file::SourceError;
+
+/// One fatal error of a running graph; see the module docs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A history input could not be read any further.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The Kafka source could not start.
+    #[cfg(feature = "kafka")]
+    #[error(transparent)]
+    Kafka(#[from] crate::source::kafka::KafkaError),
+    /// A batch view (or the progress file beside it) could not be written.
+    #[cfg(feature = "parquet")]
+    #[error(transparent)]
+    Parquet(#[from] crate::sink::parquet::ParquetSinkError),
+    /// The dead-letter path could not keep a refusal.
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+}
+
+/// The fatal errors of one run, shared by every worker and operator (clones share the list).
+#[derive(Clone, Debug, Default)]
+pub struct RunErrors(Arc<Mutex<Vec<RunError>>>);
+
+impl RunErrors {
+    /// An empty list.
+    pub fn new() -> RunErrors {
+        RunErrors::default()
+    }
+
+    /// Records `error`.
+    pub fn push(&self, error: impl Into<RunError>) {
+        self.lock().push(error.into());
+    }
+
+    /// No error so far.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// The errors so far, in the order they came; the list is then empty.
+    pub fn take(&self) -> Vec<RunError> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RunError>> {
+        // A worker that panicked holding the lock left the list whole: keep using it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_one_list_and_take_empties_it() {
+        let errors = RunErrors::new();
+        let other = errors.clone();
+        assert!(errors.is_empty());
+        other.push(SourceError::Io {
+            path: "/gone.txt".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        });
+        assert!(!errors.is_empty());
+        let taken = errors.take();
+        assert_eq!(taken.len(), 1);
+        assert!(matches!(taken[0], RunError::Source(SourceError::Io { .. })));
+        assert!(taken[0].to_string().starts_with("/gone.txt: "));
+        assert!(other.is_empty());
+    }
+}
