@@ -259,46 +259,72 @@ pub(super) mod opt_duration_ms {
     }
 }
 
+/// An error of the Cassandra driver (or of its runtime), kept whole as an error's source.
+pub type DriverError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+fn unreachable_reason(timeout: &std::time::Duration, source: &Option<DriverError>) -> String {
+    match source {
+        Some(e) => e.to_string(),
+        None => format!("no answer within {} ms", timeout.as_millis()),
+    }
+}
+
 /// What can go wrong talking to Cassandra outside the write path (which retries instead).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CassandraError {
     /// No node answered within the connect timeout.
-    #[error("Cassandra at {address} is unreachable: {reason}")]
+    #[error("Cassandra at {address} is unreachable: {}", unreachable_reason(.timeout, .source))]
     Unreachable {
         /// The contact points tried.
         address: String,
-        /// What the driver said.
-        reason: String,
+        /// How long the driver was given.
+        timeout: std::time::Duration,
+        /// What the driver said (`None`: it said nothing in time).
+        #[source]
+        source: Option<DriverError>,
     },
     /// The configuration is not usable.
     #[error("Cassandra sink configuration: {0}")]
     Config(String),
     /// A schema statement failed at start-up.
-    #[error("Cassandra schema statement failed: {reason}; statement: {statement}")]
+    #[error("Cassandra schema statement failed: {source}; statement: {statement}")]
     Schema {
         /// The CQL statement.
         statement: String,
         /// What Cassandra or the driver said.
-        reason: String,
+        #[source]
+        source: DriverError,
     },
     /// A statement could not be prepared.
-    #[error("preparing a statement failed: {reason}; statement: {statement}")]
+    #[error("preparing a statement failed: {source}; statement: {statement}")]
     Prepare {
         /// The CQL statement.
         statement: String,
         /// What Cassandra or the driver said.
-        reason: String,
+        #[source]
+        source: DriverError,
     },
     /// A query failed.
     #[error("Cassandra query failed: {0}")]
-    Query(String),
-    /// A row read back does not have the expected columns or types.
+    Query(#[source] DriverError),
+    /// A row read back could not be decoded.
     #[error("unexpected row from Cassandra: {0}")]
-    BadRow(String),
-    /// The tokio runtime could not be started or stopped answering.
+    BadRow(#[source] DriverError),
+    /// A column read back holds a type this version does not write.
+    #[error("unexpected row from Cassandra: column {column} holds {found}")]
+    BadColumn {
+        /// The column.
+        column: String,
+        /// What it holds (the driver's rendering of the value).
+        found: String,
+    },
+    /// The tokio runtime could not be started.
     #[error("Cassandra client runtime: {0}")]
-    Runtime(String),
+    Runtime(#[source] std::io::Error),
+    /// The tokio runtime stopped answering.
+    #[error("the Cassandra client runtime stopped")]
+    RuntimeStopped,
 }
 
 /// Counters of the speed-view writes, shared by every sink worker (all atomics, relaxed).

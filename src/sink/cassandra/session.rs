@@ -22,7 +22,7 @@ use crate::time;
 
 use super::{
     buckets_between, keyspace_cql, select_cql, table_cql, upsert_cql, CassandraError,
-    CassandraSinkConfig, MAX_READ_BUCKETS,
+    CassandraSinkConfig, DriverError, MAX_READ_BUCKETS,
 };
 
 /// The prepared statements of one view.
@@ -103,7 +103,7 @@ impl CassandraViews {
         statement.set_request_timeout(Some(self.config.schema_timeout));
         self.run(async move { shared.session.query_unpaged(statement, &[]).await })?
             .map(|_| ())
-            .map_err(|e| CassandraError::Query(e.to_string()))
+            .map_err(|e| CassandraError::Query(e.into()))
     }
 }
 
@@ -116,8 +116,7 @@ where
     handle.spawn(async move {
         let _ = tx.send(fut.await);
     });
-    rx.recv()
-        .map_err(|_| CassandraError::Runtime("the Cassandra client runtime stopped".into()))
+    rx.recv().map_err(|_| CassandraError::RuntimeStopped)
 }
 
 /// Connects, creates the keyspace and tables if missing, and prepares the statements.
@@ -132,7 +131,7 @@ pub fn connect(config: &CassandraSinkConfig) -> Result<CassandraViews, Cassandra
         .thread_name("wattflow-cassandra")
         .enable_all()
         .build()
-        .map_err(|e| CassandraError::Runtime(e.to_string()))?;
+        .map_err(CassandraError::Runtime)?;
     let handle = runtime.handle().clone();
     let cfg = config.clone();
     let started = Instant::now();
@@ -154,9 +153,10 @@ pub fn connect(config: &CassandraSinkConfig) -> Result<CassandraViews, Cassandra
 
 pub(super) async fn open(config: &CassandraSinkConfig) -> Result<Shared, CassandraError> {
     let address = config.contact_points.join(", ");
-    let unreachable = |reason: String| CassandraError::Unreachable {
+    let unreachable = |source: Option<DriverError>| CassandraError::Unreachable {
         address: address.clone(),
-        reason,
+        timeout: config.connect_timeout,
+        source,
     };
     let profile = ExecutionProfile::builder()
         .request_timeout(Some(config.request_timeout))
@@ -176,13 +176,8 @@ pub(super) async fn open(config: &CassandraSinkConfig) -> Result<Shared, Cassand
         Ok(Err(e @ (NewSessionError::EmptyKnownNodesList | NewSessionError::IllegalConfig(_)))) => {
             return Err(CassandraError::Config(e.to_string()))
         }
-        Ok(Err(e)) => return Err(unreachable(e.to_string())),
-        Err(_) => {
-            return Err(unreachable(format!(
-                "no answer within {} ms",
-                config.connect_timeout.as_millis()
-            )))
-        }
+        Ok(Err(e)) => return Err(unreachable(Some(e.into()))),
+        Err(_) => return Err(unreachable(None)),
     };
     let ks = &config.keyspace;
     let mut schema = vec![keyspace_cql(ks, &config.replication)];
@@ -195,7 +190,7 @@ pub(super) async fn open(config: &CassandraSinkConfig) -> Result<Shared, Cassand
             .await
             .map_err(|e| CassandraError::Schema {
                 statement: cql,
-                reason: e.to_string(),
+                source: e.into(),
             })?;
     }
     let ttl_s = config.minute_ttl.map(|d| d.as_secs() as i32);
@@ -235,7 +230,7 @@ pub(super) async fn prepare(
         .await
         .map_err(|e| CassandraError::Prepare {
             statement: cql,
-            reason: e.to_string(),
+            source: e.into(),
         })?;
     // Upserts with explicit timestamps can be applied any number of times.
     prepared.set_is_idempotent(upsert);
@@ -252,12 +247,12 @@ pub fn health_check(views: &CassandraViews) -> Result<(), CassandraError> {
             .await
     })?;
     let rows = result
-        .map_err(|e| CassandraError::Query(e.to_string()))?
+        .map_err(|e| CassandraError::Query(e.into()))?
         .into_rows_result()
-        .map_err(|e| CassandraError::Query(e.to_string()))?;
+        .map_err(|e| CassandraError::Query(e.into()))?;
     let (version,): (String,) = rows
         .single_row()
-        .map_err(|e| CassandraError::BadRow(e.to_string()))?;
+        .map_err(|e| CassandraError::BadRow(e.into()))?;
     tracing::debug!(%version, "Cassandra health check");
     Ok(())
 }
@@ -315,10 +310,10 @@ pub fn read_view(
                     .session
                     .execute_single_page(select, values, paging)
                     .await
-                    .map_err(|e| CassandraError::Query(e.to_string()))?;
+                    .map_err(|e| CassandraError::Query(e.into()))?;
                 let rows = result
                     .into_rows_result()
-                    .map_err(|e| CassandraError::Query(e.to_string()))?;
+                    .map_err(|e| CassandraError::Query(e.into()))?;
                 let names: Vec<String> = rows
                     .column_specs()
                     .iter()
@@ -326,9 +321,9 @@ pub fn read_view(
                     .collect();
                 for row in rows
                     .rows::<Row>()
-                    .map_err(|e| CassandraError::BadRow(e.to_string()))?
+                    .map_err(|e| CassandraError::BadRow(e.into()))?
                 {
-                    let row = row.map_err(|e| CassandraError::BadRow(e.to_string()))?;
+                    let row = row.map_err(|e| CassandraError::BadRow(e.into()))?;
                     out.push(to_row(&names, row)?);
                 }
                 match next {
@@ -361,9 +356,10 @@ pub(super) fn to_row(names: &[String], row: Row) -> Result<CassandraRow, Cassand
                 out.values.insert(name.to_owned(), v);
             }
             (name, Some(other)) => {
-                return Err(CassandraError::BadRow(format!(
-                    "column {name} holds {other:?}"
-                )))
+                return Err(CassandraError::BadColumn {
+                    column: name.to_owned(),
+                    found: format!("{other:?}"),
+                })
             }
         }
     }

@@ -265,7 +265,21 @@ fn an_unreachable_cluster_fails_fast_with_its_address() {
     };
     let started = Instant::now();
     match connect(&config) {
-        Err(CassandraError::Unreachable { address, .. }) => assert_eq!(address, "127.0.0.1:1"),
+        Err(e @ CassandraError::Unreachable { .. }) => {
+            let CassandraError::Unreachable {
+                address, source, ..
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(address, "127.0.0.1:1");
+            // The driver's error is kept whole, as the error's source, not flattened to text.
+            let cause = source
+                .as_ref()
+                .expect("refused at once: the driver said why");
+            assert!(e.to_string().ends_with(&cause.to_string()), "{e}");
+            assert!(std::error::Error::source(&e).is_some());
+        }
         other => panic!("expected Unreachable, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -469,7 +483,7 @@ fn schema_creation_is_idempotent() {
     );
     health_check(&second).expect("health check");
     let rows = read_view(&second, Granularity::Day, "nobody", 0, ms(1971, 1, 1, 0, 0));
-    assert_eq!(rows, Ok(vec![]));
+    assert_eq!(rows.expect("read back"), vec![]);
 }
 
 #[test]
