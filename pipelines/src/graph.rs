@@ -57,8 +57,8 @@ use wattflow::sink::dead_letter::{
     dead_letter_sink, DeadLetterConfig, DeadLetterStats, KafkaDeadLetters, REJECTED_FILE,
 };
 use wattflow::sink::parquet::{
-    check_buckets, clean_debris, parquet_sink, update_manifest, FileFault, Manifest,
-    ParquetSinkConfig, ParquetSinkError, ParquetStats, SinkReport,
+    check_buckets, clean_debris, parquet_sink, update_manifest, At, Manifest, ParquetSinkConfig,
+    ParquetSinkError, ParquetStats, SinkReport,
 };
 use wattflow::source::file::{
     check_inputs, file_source, render_reading, FileSourceConfig, SourceError, SourceStats,
@@ -732,11 +732,7 @@ impl Pipeline {
         }
         if let Some(parquet) = &self.parquet {
             let out = &parquet.out;
-            let io = |source: std::io::Error| ParquetSinkError::File {
-                path: out.clone(),
-                source: FileFault::Io(source),
-            };
-            std::fs::create_dir_all(out).map_err(io)?;
+            std::fs::create_dir_all(out).at(out)?;
             if parquet.buckets == 0 {
                 return Err(PipelineError::NoBuckets);
             }
@@ -744,7 +740,7 @@ impl Pipeline {
             // Temporaries a killed run left behind (process 0 of a cluster only: the others
             // would race with its first writes).
             let removed = match self.process_index() {
-                0 => clean_debris(out).map_err(io)?,
+                0 => clean_debris(out).at(out)?,
                 _ => 0,
             };
             if removed > 0 {

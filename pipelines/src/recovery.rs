@@ -32,7 +32,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 use wattflow::error::RunErrors;
 use wattflow::sink::parquet::writer::write_durably;
-use wattflow::sink::parquet::{FileFault, ParquetSinkError};
+use wattflow::sink::parquet::{At, ParquetSinkError};
 use wattflow::time::{format_iso, Calendar};
 use wattflow::Time;
 
@@ -93,10 +93,7 @@ pub fn read(out: &Path) -> Option<Checkpoint> {
 
 /// Writes `<out>/_progress.json` durably.
 pub fn write(out: &Path, checkpoint: &Checkpoint) -> Result<(), ParquetSinkError> {
-    let text = serde_json::to_string_pretty(checkpoint).map_err(|e| ParquetSinkError::File {
-        path: out.join(PROGRESS_FILE),
-        source: FileFault::Json(e),
-    })? + "\n";
+    let text = serde_json::to_string_pretty(checkpoint).at(&out.join(PROGRESS_FILE))? + "\n";
     write_durably(out, PROGRESS_FILE, text.as_bytes())
 }
 

@@ -69,7 +69,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
-pub use error::{FileFault, ParquetSinkError};
+pub use error::{At, FileFault, ParquetSinkError};
 pub use layout::{
     partition_bounds, partition_bounds_in, partition_of, partition_of_in, view_batch,
     view_batch_for, view_schema, view_schema_for,

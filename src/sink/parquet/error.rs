@@ -40,10 +40,13 @@ pub enum ParquetSinkError {
         #[source]
         source: parquet::errors::ParquetError,
     },
-    /// A writer thread stopped (it panicked) with partitions open: those cannot be written
-    /// whole any more, so the run fails rather than call them durable.
-    #[error("a Parquet writer thread stopped: the partitions it had open were not written")]
+    /// The writer thread was gone when a partition was handed to it: the partitions it had
+    /// open cannot be written whole any more, so the run fails rather than call them durable.
+    #[error("the Parquet writer thread stopped: the partitions it had open were not written")]
     WriterStopped,
+    /// A writer thread panicked (found when the sink waits for it at the end).
+    #[error("a Parquet writer thread panicked")]
+    WriterPanicked,
 }
 
 /// What went wrong with one file of a view.
@@ -70,8 +73,9 @@ pub enum FileFault {
     OutOfOrder,
 }
 
-/// Names the file an error is about: `result.at(path)?`.
-pub(crate) trait At<T> {
+/// Names the file an error is about: `result.at(path)?` (for io, parquet, arrow and JSON
+/// errors, and [`FileFault`]s).
+pub trait At<T> {
     /// The error, if any, as a [`ParquetSinkError::File`] about `path`.
     fn at(self, path: &Path) -> Result<T, ParquetSinkError>;
 }

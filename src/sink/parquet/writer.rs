@@ -330,8 +330,7 @@ impl Cursor {
             .as_ref()
             .is_some_and(|b| self.row >= b.num_rows())
         {
-            let path = self.path.clone();
-            self.next_batch().at(&path)?;
+            self.next_batch().at(&self.path)?;
         }
         Ok(())
     }
@@ -881,7 +880,7 @@ impl Drop for PartitionWriter {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .errors
-                    .push(ParquetSinkError::WriterStopped);
+                    .push(ParquetSinkError::WriterPanicked);
             }
         }
     }
