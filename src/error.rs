@@ -6,6 +6,7 @@
 //! pushes it to the run's [`RunErrors`] and lets its times go, so the graph can finish; the
 //! pipeline then fails with every error it collected, each naming what it is about.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::sink::dead_letter::DeadLetterError;
@@ -29,6 +30,39 @@ pub enum RunError {
     /// The dead-letter path could not keep a refusal.
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
+    /// A speed view could not be written.
+    #[cfg(feature = "cassandra")]
+    #[error(transparent)]
+    Cassandra(#[from] crate::sink::cassandra::CassandraError),
+}
+
+/// How an operator that meets a fatal error stops the run: commits stop first (nothing may be
+/// committed, nor checkpointed, past what was not made durable), then the error is logged and
+/// recorded, then the sources are told to stop. Clones share the flags and the list.
+#[derive(Clone, Debug, Default)]
+pub struct Halt {
+    /// Where the error goes.
+    pub errors: RunErrors,
+    /// Raised to end the sources gracefully.
+    pub stop: Arc<AtomicBool>,
+    /// Raised before anything else: no offset commit or checkpoint may follow.
+    pub hold_commits: Arc<AtomicBool>,
+}
+
+impl Halt {
+    /// Stops the run for `error` (see the type's docs).
+    pub fn fail(&self, error: impl Into<RunError>) {
+        self.hold_commits.store(true, Ordering::SeqCst);
+        let error = error.into();
+        tracing::error!("{error}");
+        self.errors.push(error);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a fatal error has held the commits.
+    pub fn held(&self) -> bool {
+        self.hold_commits.load(Ordering::SeqCst)
+    }
 }
 
 /// The fatal errors of one run, shared by every worker and operator (clones share the list).

@@ -304,11 +304,20 @@ pub enum RejectReason {
     /// The record could not be decoded at all (not UTF-8, not JSON, unreadable row group...).
     #[error("undecodable record: {0}")]
     Undecodable(String),
+    /// The line or message is longer than the source's size limit; only its first bytes are
+    /// kept for the dead letter.
+    #[error("record of {bytes} bytes is longer than the limit of {limit} bytes")]
+    TooLong {
+        /// The record's length in bytes (a line's, with its line ending).
+        bytes: u64,
+        /// The limit it broke.
+        limit: u64,
+    },
 }
 
 impl RejectReason {
     /// Every [`RejectReason::kind`], for metrics labels.
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "field_count",
         "bad_number",
         "bad_timestamp",
@@ -321,6 +330,7 @@ impl RejectReason {
         "too_late",
         "from_the_future",
         "undecodable",
+        "too_long",
     ];
 
     /// A short, stable name of the reason's kind (`too_late`, `duplicate`, ...), the
@@ -339,6 +349,7 @@ impl RejectReason {
             RejectReason::TooLate { .. } => "too_late",
             RejectReason::FromTheFuture { .. } => "from_the_future",
             RejectReason::Undecodable(_) => "undecodable",
+            RejectReason::TooLong { .. } => "too_long",
         }
     }
 }

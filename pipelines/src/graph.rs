@@ -45,7 +45,7 @@ use serde::Serialize;
 use timely::dataflow::operators::core::{Concat, Concatenate, Inspect, Map, Probe};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
-use wattflow::error::{RunError, RunErrors};
+use wattflow::error::{Halt, RunError, RunErrors};
 use wattflow::format::json::render_message;
 use wattflow::metrics::RejectCounts;
 use wattflow::model::{Granularity, Reading};
@@ -65,7 +65,7 @@ use wattflow::source::file::{
 };
 use wattflow::source::handover::SwitchAt;
 use wattflow::source::kafka::{
-    check_topic, kafka_source, Handover, KafkaError, KafkaSourceConfig, KafkaStats,
+    check_topic, kafka_source, Backpressure, Handover, KafkaError, KafkaSourceConfig, KafkaStats,
 };
 use wattflow::source::Rejection;
 use wattflow::time::Calendar;
@@ -276,6 +276,15 @@ impl Context {
         self.errors.push(e);
     }
 
+    /// How a sink stops the run on a fatal error (commits and checkpoints held first).
+    fn halt(&self) -> Halt {
+        Halt {
+            errors: self.errors.clone(),
+            stop: Arc::clone(&self.stop),
+            hold_commits: Arc::clone(&self.progress.kafka.hold_commits),
+        }
+    }
+
     /// Counts the refusals passing by, by reason.
     fn count_rejections<'scope>(
         &self,
@@ -317,6 +326,11 @@ impl Context {
                 Arc::clone(&self.progress.kafka),
                 durable.clone(),
                 flow.clone(),
+                self.cassandra.as_ref().map(|views| {
+                    let stats = Arc::clone(&self.progress.cassandra);
+                    let budget = views.config().max_queued_rows;
+                    Arc::new(move || stats.over_budget(budget)) as Backpressure
+                }),
                 Arc::clone(&self.stop),
                 handover,
             ) {
@@ -350,6 +364,7 @@ impl Context {
                 Arc::clone(views),
                 Arc::clone(&self.progress.cassandra),
                 Arc::new(move || kafka_stats.backlogged()),
+                Some(self.halt()),
             ));
         }
         if let Some(config) = &self.parquet {
@@ -388,9 +403,7 @@ impl Context {
             dead,
             Arc::clone(&self.dead_letters),
             Arc::clone(&self.progress.dead_letters),
-            self.errors.clone(),
-            Arc::clone(&self.stop),
-            Arc::clone(&self.progress.kafka.hold_commits),
+            self.halt(),
         ));
         // The durability frontier: every sink's. Offsets are committed by it, and the
         // progress file follows it.
@@ -402,7 +415,7 @@ impl Context {
                 parquet.out.clone(),
                 start.clone(),
                 Arc::clone(&self.progress.kafka.commit_limit),
-                self.errors.clone(),
+                self.halt(),
                 self.workers_per_process,
             );
         }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline as Local;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
-use wattflow::error::RunErrors;
+use wattflow::error::Halt;
 use wattflow::sink::parquet::writer::write_durably;
 use wattflow::sink::parquet::{At, ParquetSinkError};
 use wattflow::time::{format_iso, Calendar};
@@ -124,14 +124,15 @@ pub fn file_identity(path: &Path) -> String {
 /// Writes the progress file as the durability frontier `durable` advances (worker 0 only,
 /// when the floor moved to a later day: a few times per partition file in a replay, once a
 /// day of event time live), then lets Kafka commit up to the new floor through
-/// `commit_limit`.
+/// `commit_limit`. Once `halt`'s commits are held (a sink failed: something behind the
+/// frontier may not be durable), the floor moves no more.
 pub fn checkpoint(
     durable: StreamVec<'_, Time, ()>,
     calendar: Calendar,
     out: PathBuf,
     start: Checkpoint,
     commit_limit: Arc<AtomicI64>,
-    errors: RunErrors,
+    halt: Halt,
     workers_per_process: usize,
 ) {
     let worker = durable.scope().index();
@@ -142,6 +143,9 @@ pub fn checkpoint(
         let Some(&f) = frontier.frontier().first() else {
             return;
         };
+        if halt.held() {
+            return;
+        }
         let floor = calendar.day_start(f.min(i64::MAX as Time) as i64);
         if worker != 0 {
             // Another process of a cluster (its first worker): Kafka commits follow the floor
@@ -160,7 +164,7 @@ pub fn checkpoint(
                     written = floor;
                     commit_limit.fetch_max(floor, Ordering::SeqCst);
                 }
-                Err(e) => errors.push(e),
+                Err(e) => halt.fail(e),
             }
         }
     });

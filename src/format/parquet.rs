@@ -101,7 +101,17 @@ fn push_cell(out: &mut String, array: &dyn Array, row: usize) {
         ),
         DataType::Timestamp(unit, _) => {
             let ms = match unit {
-                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row) * 1000,
+                TimeUnit::Second => {
+                    let secs = array.as_primitive::<TimestampSecondType>().value(row);
+                    match secs.checked_mul(1000) {
+                        Some(ms) => ms,
+                        // Left as text the timestamp parser refuses, with the value in it.
+                        None => {
+                            let _ = write!(out, "{secs} s: beyond the representable times");
+                            return;
+                        }
+                    }
+                }
                 TimeUnit::Millisecond => {
                     array.as_primitive::<TimestampMillisecondType>().value(row)
                 }
@@ -213,5 +223,59 @@ impl ChunkReader for ParquetShare {
             row += batch.num_rows() as u64;
         }
         Ok(Some(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::file::{open_share, FileSourceConfig};
+    use arrow_array::{Float64Array, TimestampSecondArray};
+    use parquet::arrow::ArrowWriter;
+    use std::sync::Arc;
+
+    #[test]
+    fn second_timestamps_too_large_for_milliseconds_are_refused_not_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secs.parquet");
+        let ok = 1_166_289_840i64; // 2006-12-16T17:24:00
+                                   // × 1000 wraps (mod 2^64) to exactly `ok`'s instant: it must be refused, not read as
+                                   // a second reading of 2006-12-16T17:24:00. (125 × 2^64 is a multiple of 1000.)
+        let wraps: i64 = 2_305_843_010_379_983_792;
+        assert_eq!(wraps.wrapping_mul(1000), ok * 1000);
+        let mut columns: Vec<(&str, arrow_array::ArrayRef)> = vec![(
+            "Datetime",
+            Arc::new(TimestampSecondArray::from(vec![ok, wraps])),
+        )];
+        for m in crate::model::Measure::ALL {
+            columns.push((m.name(), Arc::new(Float64Array::from(vec![1.0, 1.0]))));
+        }
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+
+        let config = FileSourceConfig::new(vec![path]);
+        let mut share = open_share(0, &config, 0, 1).unwrap().unwrap();
+        let chunk = share.next_chunk().unwrap().unwrap();
+        assert_eq!(chunk.readings.len(), 1);
+        assert_eq!(chunk.readings[0].ts, ok * 1000);
+        assert_eq!(chunk.rejected.len(), 1);
+        let refused = &chunk.rejected[0];
+        assert_eq!(refused.origin.position, 2);
+        assert!(
+            matches!(
+                refused.reason,
+                crate::model::RejectReason::BadTimestamp { .. }
+            ),
+            "{:?}",
+            refused.reason
+        );
+        assert!(
+            refused.record.contains(&wraps.to_string()),
+            "{}",
+            refused.record
+        );
     }
 }

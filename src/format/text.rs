@@ -22,7 +22,27 @@ pub enum HeaderError {
     /// The file is empty.
     #[error("the file is empty (no header line)")]
     Empty,
+    /// A column the parser needs comes after the first [`MAX_READ_COLUMNS`] columns.
+    #[error("column {column:?} is column {position} of the header; wattflow reads the first {limit} columns only")]
+    ColumnTooFar {
+        /// The column's name.
+        column: String,
+        /// Its position, from 1.
+        position: usize,
+        /// [`MAX_READ_COLUMNS`].
+        limit: usize,
+    },
+    /// The header line is longer than the line size limit.
+    #[error("the header line is longer than the limit of {limit} bytes")]
+    TooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
+
+/// The columns a line is split into: the ones the parser needs must be among the first this
+/// many (a line may have more, which are counted and not looked at).
+pub const MAX_READ_COLUMNS: usize = 64;
 
 /// What one line of the body turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +120,22 @@ impl TextFormat {
             measure_cols[m.index()] =
                 find(&[m.name()]).ok_or_else(|| HeaderError::MissingColumn(m.name().to_owned()))?;
         }
+        let time_positions = match time_cols {
+            TimeColumns::DateAndTime { date, time } => vec![date, time],
+            TimeColumns::Combined(c) => vec![c],
+        };
+        let needed = measure_cols
+            .iter()
+            .copied()
+            .chain(meter_col)
+            .chain(time_positions);
+        if let Some(far) = needed.filter(|&c| c >= MAX_READ_COLUMNS).min() {
+            return Err(HeaderError::ColumnTooFar {
+                column: names[far].clone(),
+                position: far + 1,
+                limit: MAX_READ_COLUMNS,
+            });
+        }
         Ok(TextFormat {
             sep,
             fields: names.len(),
@@ -123,8 +159,9 @@ impl TextFormat {
         if line.is_empty() || line.iter().all(|b| b.is_ascii_whitespace()) {
             return Line::Blank;
         }
-        // Split without allocating: at most 32 fields are looked at.
-        let mut bounds = [(0usize, 0usize); 32];
+        // Split without allocating: every column the parser needs is among the first
+        // MAX_READ_COLUMNS (checked by `from_header`); the rest are only counted.
+        let mut bounds = [(0usize, 0usize); MAX_READ_COLUMNS];
         let mut n = 0usize;
         let mut start = 0usize;
         for i in memchr::memchr_iter(self.sep, line) {
@@ -595,6 +632,43 @@ mod tests {
             ),
             Line::Rejected(RejectReason::BadMeter(_))
         ));
+    }
+
+    #[test]
+    fn wide_files_parse_or_are_refused_at_the_header_never_panic() {
+        let m = MeterId::new("h").unwrap();
+        let extra = |n: usize| (0..n).map(|i| format!(";x{i}")).collect::<String>();
+        // 100 columns, the needed ones first: lines of 100 fields parse.
+        let wide = format!("{UCI_HEADER}{}", extra(91));
+        let f = TextFormat::from_header(wide.as_bytes(), m, 60, Limits::default()).unwrap();
+        let line = format!(
+            "16/12/2006;17:24:00;4.216;0.418;234.840;18.400;0.000;1.000;17.000{}",
+            ";0".repeat(91)
+        );
+        let mut cache = DateCache::default();
+        match f.parse_line(line.as_bytes(), Origin::default(), &mut cache) {
+            Line::Reading(r) => assert_eq!(r.values[0], 4216),
+            other => panic!("expected a reading, got {other:?}"),
+        }
+        // A line far wider than its header is a field-count refusal.
+        let line = format!("16/12/2006;17:24:00{}", ";1".repeat(500));
+        assert_eq!(
+            f.parse_line(line.as_bytes(), Origin::default(), &mut cache),
+            Line::Rejected(RejectReason::FieldCount {
+                expected: 100,
+                found: 502
+            })
+        );
+        // A needed column past the columns a line is split into: refused with its position.
+        let far = format!("Date;Time{};{}", extra(70), &UCI_HEADER[10..]);
+        assert_eq!(
+            TextFormat::from_header(far.as_bytes(), m, 60, Limits::default()).unwrap_err(),
+            HeaderError::ColumnTooFar {
+                column: "global_active_power".into(),
+                position: 73,
+                limit: MAX_READ_COLUMNS
+            }
+        );
     }
 
     #[test]

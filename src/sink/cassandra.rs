@@ -79,6 +79,14 @@
 //! retried stale write always loses to a newer write of the same row, whatever the order in
 //! which they reach Cassandra.
 //!
+//! # Memory budget
+//! The queues of one process hold at most about [`CassandraSinkConfig::max_queued_rows`]
+//! rows: a worker whose queues hold its share (the budget over the workers) writes its oldest
+//! row at once, whatever its delay. [`CassandraStats::queued`] plus
+//! [`CassandraStats::in_flight`] is the process's use of the budget
+//! ([`CassandraStats::over_budget`]); a pipeline's Kafka source pauses its partitions while it
+//! is used up, so a Cassandra that is down or slow stops consumption instead of filling memory.
+//!
 //! # Durability frontier and back-pressure
 //! The sink's one output carries no data: its frontier is the pipeline's *durability frontier*.
 //! Each change gets a sequence number; a complete input time is held (a capability) until every
@@ -97,9 +105,15 @@
 //! retried forever with exponential backoff from [`CassandraSinkConfig::retry_initial`] to
 //! [`CassandraSinkConfig::retry_max`] (±20 % jitter), each retry after the first
 //! [`QUIET_RETRIES`] logged as a warning: nothing is lost, the capability is simply held longer.
-//! Errors no retry can fix (an invalid query, a schema changed under us) are counted in
-//! [`CassandraStats::write_errors`], logged with `tracing::error!`, and the row is given up so
-//! the pipeline does not stall forever on it.
+//! A batch refused for good as a whole (larger than the cluster's
+//! `batch_size_fail_threshold`, or holding one row that cannot be written) is sent again row by
+//! row ([`CassandraStats::split_batches`]). A row refused for good (an invalid query, a schema
+//! changed under us) is counted in [`CassandraStats::write_errors`] and is **never counted as
+//! durable**: its time is held, so no Kafka offset past it is committed. Given a [`Halt`]
+//! ([`cassandra_sink_paced`]), the sink stops the run with [`CassandraError::Refused`] (commits
+//! held first) and then lets its times go so the graph can finish; once any part of the run has
+//! failed so, the sink lets go the same way. Without one ([`cassandra_sink`]) the time stays
+//! held and the durability frontier stops there.
 
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,6 +124,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::StreamVec;
 
+use crate::error::Halt;
 use crate::model::{Aggregate, WindowKey};
 use crate::Time;
 
@@ -139,20 +154,24 @@ pub fn cassandra_sink<'scope>(
     views: Arc<CassandraViews>,
     stats: Arc<CassandraStats>,
 ) -> StreamVec<'scope, Time, ()> {
-    cassandra_sink_paced(updates, views, stats, Arc::new(|| false))
+    cassandra_sink_paced(updates, views, stats, Arc::new(|| false), None)
 }
 
 /// [`cassandra_sink`], told by `backlogged` whether its input is catching up on a backlog (for
 /// example [`crate::source::kafka::KafkaStats::backlogged`]): while it is, every row waits at
 /// least [`CassandraSinkConfig::backlog_delay`], so a window's many changes during a catch-up
 /// become a few writes and Cassandra's capacity goes to the values that last.
+///
+/// With `halt`, a row Cassandra refuses for good stops the run (see the module docs).
 pub fn cassandra_sink_paced<'scope>(
     updates: UpdateStream<'scope>,
     views: Arc<CassandraViews>,
     stats: Arc<CassandraStats>,
     backlogged: Arc<dyn Fn() -> bool + Send + Sync>,
+    halt: Option<Halt>,
 ) -> StreamVec<'scope, Time, ()> {
     let scope = updates.scope();
+    let peers = scope.peers();
     let mut builder = OperatorBuilder::new("CassandraViewSink".to_owned(), scope);
     let pact =
         Exchange::new(|((key, _), _, _): &((WindowKey, Aggregate), Time, isize)| window_hash(key));
@@ -164,6 +183,7 @@ pub fn cassandra_sink_paced<'scope>(
         activator: scope.worker().sync_activator_for(address.to_vec()),
         armed: AtomicBool::new(false),
         finished: std::sync::Mutex::new(Vec::new()),
+        refused: std::sync::Mutex::new(Vec::new()),
     });
 
     builder.build(move |initial_capabilities| {
@@ -171,6 +191,9 @@ pub fn cassandra_sink_paced<'scope>(
         // Never used to send: kept so the output exists for as long as the operator.
         let _output = output;
         let mut sched = Scheduler::new(views.config());
+        sched.share = (views.config().max_queued_rows / peers).max(1);
+        // This worker's part of `stats.queued`, the process's sum.
+        let mut published_queued = 0u64;
         let batch_rows = views.config().batch_rows.max(1);
         let mut finished = Vec::new();
         move |frontiers| {
@@ -242,10 +265,37 @@ pub fn cassandra_sink_paced<'scope>(
             for seq in finished.drain(..) {
                 sched.in_flight.remove(&seq);
             }
+            // A refused row stays in flight: its time is never released as durable.
+            let refused = std::mem::take(&mut *waker.refused.lock().expect("waker lock"));
+            for (key, source) in refused {
+                let error = CassandraError::Refused {
+                    granularity: key.granularity.to_string(),
+                    meter: key.meter.to_string(),
+                    window_start: views.shared.calendar.format(key.start),
+                    source,
+                };
+                match &halt {
+                    Some(halt) => halt.fail(error),
+                    None => tracing::error!("{error}; its time is held"),
+                }
+            }
+            if halt.as_ref().is_some_and(Halt::held) {
+                // The run is stopping and commits are held: let the graph finish.
+                sched.open.clear();
+                sched.completed.clear();
+            }
             sched.release();
-            stats
-                .queued
-                .store(sched.positions.len() as u64, Ordering::Relaxed);
+            let queued = sched.positions.len() as u64;
+            if queued >= published_queued {
+                stats
+                    .queued
+                    .fetch_add(queued - published_queued, Ordering::Relaxed);
+            } else {
+                stats
+                    .queued
+                    .fetch_sub(published_queued - queued, Ordering::Relaxed);
+            }
+            published_queued = queued;
 
             if !sched.in_flight.is_empty() {
                 activator.activate_after(POLL_INTERVAL);

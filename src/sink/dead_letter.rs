@@ -29,14 +29,14 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::StreamVec;
 
-use crate::error::RunErrors;
+use crate::error::Halt;
 use crate::source::Rejection;
 use crate::Time;
 
@@ -286,17 +286,15 @@ pub struct DeadLetterStats {
 /// Writes every refusal to its dead-letter destination (see the module docs) and returns the
 /// durability frontier of the letters.
 ///
-/// A fatal error (see the module docs) goes to `errors`, raises `stop` and `hold_commits`
-/// (the Kafka source commits nothing once it is raised, so the refusals that were not
-/// delivered are read again after a restart), and the sink then lets go of its times so the
-/// graph can finish.
+/// A fatal error (see the module docs) stops the run through `halt` (the Kafka source commits
+/// nothing once its commits are held, so the refusals that were not delivered are read again
+/// after a restart), and the sink then lets go of its times so the graph can finish; so does a
+/// fatal error of another part of the run.
 pub fn dead_letter_sink<'scope>(
     refusals: StreamVec<'scope, Time, Rejection>,
     config: Arc<DeadLetterConfig>,
     stats: Arc<DeadLetterStats>,
-    errors: RunErrors,
-    stop: Arc<AtomicBool>,
-    hold_commits: Arc<AtomicBool>,
+    halt: Halt,
 ) -> StreamVec<'scope, Time, ()> {
     let scope = refusals.scope();
     let worker = scope.index();
@@ -308,17 +306,9 @@ pub fn dead_letter_sink<'scope>(
     let mut input = builder.new_input(refusals, pact);
     let (output, durable) = builder.new_output::<Vec<()>>();
     let activator = scope.activator_for(builder.operator_info().address);
-    let failed = Arc::new(AtomicBool::new(false));
     let fail = {
-        let (errors, stop, failed) = (errors.clone(), Arc::clone(&stop), Arc::clone(&failed));
-        move |error: DeadLetterError| {
-            // Commits stop first: nothing may be committed past what was not delivered.
-            hold_commits.store(true, Ordering::SeqCst);
-            tracing::error!("{error}");
-            errors.push(error);
-            failed.store(true, Ordering::SeqCst);
-            stop.store(true, Ordering::Relaxed);
-        }
+        let halt = halt.clone();
+        move |error: DeadLetterError| halt.fail(error)
     };
 
     let mut file: Option<DeadLetterFile> = None;
@@ -433,7 +423,7 @@ pub fn dead_letter_sink<'scope>(
                 if let Err(e) = l.progress(&frontier) {
                     fail(e);
                 }
-                if failed.load(Ordering::SeqCst) {
+                if halt.held() {
                     // Commits are held: let the graph finish.
                     letters = None;
                 } else if l.pending() > 0 {

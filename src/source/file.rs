@@ -47,6 +47,8 @@ pub const DEFAULT_INTERVAL_S: u32 = 60;
 pub const DEFAULT_LATENESS_MS: i64 = 10 * 60 * 1000;
 /// Default chunk size for splitting text files between workers.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+/// Default [`FileSourceConfig::max_line_bytes`]: 64 KiB, several hundred times a UCI line.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// How to read history files.
 #[derive(Clone, Debug)]
@@ -63,6 +65,11 @@ pub struct FileSourceConfig {
     pub lateness_ms: i64,
     /// Chunk size when splitting text files between workers.
     pub chunk_bytes: usize,
+    /// Longest line (with its line ending) a text file may have. A longer body line is
+    /// refused ([`RejectReason::TooLong`], with its line number) and only its first bytes are
+    /// kept, so input without newlines (or a gzip bomb) cannot exhaust memory; a longer header
+    /// fails the input.
+    pub max_line_bytes: usize,
     /// A fixed hand-over instant (see [`crate::source::handover`]): readings starting at or
     /// after it are left to the live source, counted in [`SourceStats::after_switch`], and do
     /// not move the watermark. `None`: every reading counts.
@@ -85,6 +92,7 @@ impl FileSourceConfig {
             limits: Limits::default(),
             lateness_ms: DEFAULT_LATENESS_MS,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             switch_at: None,
             resume_from: None,
             calendar: crate::time::Calendar::Naive,
@@ -283,19 +291,7 @@ pub fn check_inputs(config: &FileSourceConfig) -> Result<u64, SourceError> {
         let meta = std::fs::metadata(path).map_err(io)?;
         match detect_kind(path)? {
             FileKind::Text | FileKind::GzipText => {
-                let mut reader = open_text(path)?;
-                let mut header = Vec::new();
-                reader.read_until(b'\n', &mut header).map_err(io)?;
-                TextFormat::from_header(
-                    &header,
-                    config.default_meter,
-                    config.interval_s,
-                    config.limits,
-                )
-                .map_err(|source| SourceError::Header {
-                    path: path.clone(),
-                    source,
-                })?;
+                read_header(&mut *open_text(path)?, path, config)?;
                 total += meta.len();
             }
             FileKind::Parquet => {
@@ -314,6 +310,71 @@ pub fn check_inputs(config: &FileSourceConfig) -> Result<u64, SourceError> {
         }
     }
     Ok(total)
+}
+
+/// Reads one line (through its `\n`) into `buf`, keeping at most `max` bytes of it, and returns
+/// the line's whole length (0 at the end of the input). The rest of a longer line is read past,
+/// not kept: memory stays bounded whatever the input.
+pub fn read_line_bounded(
+    reader: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<u64> {
+    buf.clear();
+    let mut total = 0u64;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let (take, ended) = match memchr::memchr(b'\n', available) {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&available[..take.min(room)]);
+        reader.consume(take);
+        total += take as u64;
+        if ended {
+            return Ok(total);
+        }
+    }
+}
+
+/// Reads and checks the header line of a text input: its parser and the header's length.
+fn read_header(
+    reader: &mut dyn BufRead,
+    path: &Path,
+    config: &FileSourceConfig,
+) -> Result<(TextFormat, u64), SourceError> {
+    let header_error = |source| SourceError::Header {
+        path: path.to_owned(),
+        source,
+    };
+    let mut header = Vec::new();
+    let len = read_line_bounded(reader, &mut header, config.max_line_bytes).map_err(|source| {
+        SourceError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    if len > config.max_line_bytes as u64 {
+        return Err(header_error(HeaderError::TooLong {
+            limit: config.max_line_bytes,
+        }));
+    }
+    let format = TextFormat::from_header(
+        &header,
+        config.default_meter,
+        config.interval_s,
+        config.limits,
+    )
+    .map_err(header_error)?;
+    Ok((format, len))
 }
 
 /// Bytes consumed from a file, shared between a [`CountingReader`] and its owner.
@@ -405,8 +466,12 @@ struct TextShare {
     format: TextFormat,
     body_start: u64,
     chunk_bytes: u64,
+    max_line: u64,
     next_chunk: u64,
     peers: u64,
+    /// The last forward scan for a line start: from this position, the first line start found.
+    /// A chunk boundary inside the same long line is answered from it, not scanned again.
+    scanned: (u64, u64),
     /// Newlines counted so far: position and the line number of the line starting there.
     counted_to: u64,
     line_at_counted: u64,
@@ -431,21 +496,7 @@ impl TextShare {
         };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
-        let mut header = Vec::new();
-        BufReader::new(&file)
-            .read_until(b'\n', &mut header)
-            .map_err(io)?;
-        let format = TextFormat::from_header(
-            &header,
-            config.default_meter,
-            config.interval_s,
-            config.limits,
-        )
-        .map_err(|source| SourceError::Header {
-            path: path.to_owned(),
-            source,
-        })?;
-        let body_start = header.len() as u64;
+        let (format, body_start) = read_header(&mut BufReader::new(&file), path, config)?;
         Ok(TextShare {
             index,
             path: path.to_owned(),
@@ -454,8 +505,10 @@ impl TextShare {
             format,
             body_start,
             chunk_bytes: config.chunk_bytes.max(1) as u64,
+            max_line: config.max_line_bytes as u64,
             next_chunk: worker as u64,
             peers: peers as u64,
+            scanned: (u64::MAX, u64::MAX),
             counted_to: body_start,
             line_at_counted: 2,
             dates: DateCache::default(),
@@ -484,15 +537,23 @@ impl TextShare {
             return Ok(self.body_start);
         }
         let mut from = pos - 1;
+        let (scanned_from, found) = self.scanned;
+        if (scanned_from..found).contains(&from) {
+            return Ok(found);
+        }
+        let scan_start = from;
         let mut probe = Vec::new();
+        let mut found = self.len;
         while from < self.len {
             self.read_at(from, from + TAIL_BYTES, &mut probe)?;
             if let Some(i) = memchr::memchr(b'\n', &probe) {
-                return Ok(from + i as u64 + 1);
+                found = from + i as u64 + 1;
+                break;
             }
             from += probe.len() as u64;
         }
-        Ok(self.len)
+        self.scanned = (scan_start, found);
+        Ok(found)
     }
 
     /// Counts newlines in `[self.counted_to, to)`.
@@ -520,7 +581,14 @@ impl ChunkReader for TextShare {
         // Count the lines of the chunks between the last one and this one.
         self.count_lines_to(start)?;
         let mut buf = std::mem::take(&mut self.buf);
-        self.read_at(start, end, &mut buf)?;
+        // A line longer than the limit is not read whole: past the chunk and one line's worth
+        // of bytes, the line still open runs to `end` (the next line start after the chunk)
+        // and is refused from its first bytes.
+        self.read_at(
+            start,
+            end.min(start + self.chunk_bytes + self.max_line + 1),
+            &mut buf,
+        )?;
         let mut line_no = self.line_at_counted;
         let mut chunk = Chunk {
             bytes: end - start,
@@ -529,13 +597,23 @@ impl ChunkReader for TextShare {
         chunk.readings.reserve(buf.len() / 64);
         let mut pos = 0;
         while pos < buf.len() {
-            let line_end = memchr::memchr(b'\n', &buf[pos..]).map_or(buf.len(), |i| pos + i + 1);
+            let (line_end, whole) = match memchr::memchr(b'\n', &buf[pos..]) {
+                Some(i) => (pos + i + 1, i as u64 + 1),
+                None => (buf.len(), end - start - pos as u64),
+            };
             let line = &buf[pos..line_end];
             let origin = Origin {
                 source: self.index,
                 position: line_no,
             };
-            let outcome = self.format.parse_line(line, origin, &mut self.dates);
+            let outcome = if whole > self.max_line {
+                Line::Rejected(RejectReason::TooLong {
+                    bytes: whole,
+                    limit: self.max_line,
+                })
+            } else {
+                self.format.parse_line(line, origin, &mut self.dates)
+            };
             chunk.push_line(outcome, origin, line);
             line_no += 1;
             pos = line_end;
@@ -557,6 +635,7 @@ struct StreamShare {
     reported: u64,
     format: TextFormat,
     chunk_bytes: usize,
+    max_line: usize,
     line_no: u64,
     done: bool,
     dates: DateCache,
@@ -570,23 +649,7 @@ impl StreamShare {
         config: &FileSourceConfig,
     ) -> Result<StreamShare, SourceError> {
         let (mut reader, consumed) = open_text_counted(path)?;
-        let mut header = Vec::new();
-        reader
-            .read_until(b'\n', &mut header)
-            .map_err(|source| SourceError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        let format = TextFormat::from_header(
-            &header,
-            config.default_meter,
-            config.interval_s,
-            config.limits,
-        )
-        .map_err(|source| SourceError::Header {
-            path: path.to_owned(),
-            source,
-        })?;
+        let (format, _) = read_header(&mut *reader, path, config)?;
         Ok(StreamShare {
             index,
             path: path.to_owned(),
@@ -595,6 +658,7 @@ impl StreamShare {
             reported: 0,
             format,
             chunk_bytes: config.chunk_bytes.max(1),
+            max_line: config.max_line_bytes,
             line_no: 1,
             done: false,
             dates: DateCache::default(),
@@ -612,25 +676,30 @@ impl ChunkReader for StreamShare {
         // Chunks are cut by text bytes; progress is reported in bytes of the file.
         let mut text_bytes = 0u64;
         while text_bytes < self.chunk_bytes as u64 {
-            self.line.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.line)
-                .map_err(|source| SourceError::Io {
+            let n = read_line_bounded(&mut *self.reader, &mut self.line, self.max_line).map_err(
+                |source| SourceError::Io {
                     path: self.path.clone(),
                     source,
-                })?;
+                },
+            )?;
             if n == 0 {
                 self.done = true;
                 break;
             }
             self.line_no += 1;
-            text_bytes += n as u64;
+            text_bytes += n.min(self.max_line as u64);
             let origin = Origin {
                 source: self.index,
                 position: self.line_no,
             };
-            let outcome = self.format.parse_line(&self.line, origin, &mut self.dates);
+            let outcome = if n > self.max_line as u64 {
+                Line::Rejected(RejectReason::TooLong {
+                    bytes: n,
+                    limit: self.max_line as u64,
+                })
+            } else {
+                self.format.parse_line(&self.line, origin, &mut self.dates)
+            };
             chunk.push_line(outcome, origin, &self.line);
         }
         let consumed = self.consumed.get();
@@ -841,5 +910,154 @@ pub fn file_source<'scope>(
         readings: readings.as_collection(),
         rejected,
         ends: ends_stream,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::text::UCI_HEADER;
+    use std::io::Write;
+
+    fn uci_line(minute: u32) -> String {
+        format!("16/12/2006;17:{minute:02}:00;4.216;0.418;234.840;18.400;0.000;1.000;17.000\r\n")
+    }
+
+    /// Every chunk of every worker's share: (readings' line numbers, refusals by line number).
+    fn read_all(config: &FileSourceConfig, peers: usize) -> (Vec<u64>, Vec<(u64, RejectReason)>) {
+        let (mut lines, mut refused) = (Vec::new(), Vec::new());
+        for worker in 0..peers {
+            let Some(mut share) = open_share(0, config, worker, peers).unwrap() else {
+                continue;
+            };
+            while let Some(chunk) = share.next_chunk().unwrap() {
+                lines.extend(chunk.readings.iter().map(|r| r.origin.position));
+                for r in chunk.rejected {
+                    assert!(
+                        r.record.len() <= 512,
+                        "a dead letter keeps only a line's start"
+                    );
+                    refused.push((r.origin.position, r.reason));
+                }
+            }
+        }
+        lines.sort_unstable();
+        refused.sort_by_key(|(line, _)| *line);
+        (lines, refused)
+    }
+
+    #[test]
+    fn read_line_bounded_keeps_a_prefix_and_reports_the_whole_length() {
+        let text = format!("short\n{}\nlast", "x".repeat(10_000));
+        let mut reader = std::io::BufReader::with_capacity(64, text.as_bytes());
+        let mut buf = Vec::new();
+        assert_eq!(read_line_bounded(&mut reader, &mut buf, 100).unwrap(), 6);
+        assert_eq!(buf, b"short\n");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut buf, 100).unwrap(),
+            10_001
+        );
+        assert_eq!(buf.len(), 100);
+        assert_eq!(read_line_bounded(&mut reader, &mut buf, 100).unwrap(), 4);
+        assert_eq!(buf, b"last");
+        assert_eq!(read_line_bounded(&mut reader, &mut buf, 100).unwrap(), 0);
+    }
+
+    #[test]
+    fn overlong_lines_are_refused_with_their_line_number_for_any_worker_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.txt");
+        let mut text = format!("{UCI_HEADER}\r\n");
+        text.push_str(&uci_line(0));
+        // Line 3: 50 KB without a newline until its end, spanning many chunks.
+        text.push_str(&"9".repeat(50_000));
+        text.push('\n');
+        for minute in 1..40 {
+            text.push_str(&uci_line(minute));
+        }
+        // The last line: over the limit and without any newline at all.
+        text.push_str(&"z".repeat(3000));
+        std::fs::write(&path, &text).unwrap();
+        let mut config = FileSourceConfig::new(vec![path]);
+        config.chunk_bytes = 300;
+        config.max_line_bytes = 2048;
+        let want_lines: Vec<u64> = std::iter::once(2).chain(4..43).collect();
+        for peers in [1, 2, 3, 7] {
+            let (lines, refused) = read_all(&config, peers);
+            assert_eq!(lines, want_lines, "{peers} workers");
+            assert_eq!(
+                refused,
+                vec![
+                    (
+                        3,
+                        RejectReason::TooLong {
+                            bytes: 50_001,
+                            limit: 2048
+                        }
+                    ),
+                    (
+                        43,
+                        RejectReason::TooLong {
+                            bytes: 3000,
+                            limit: 2048
+                        }
+                    ),
+                ],
+                "{peers} workers"
+            );
+        }
+    }
+
+    #[test]
+    fn a_gzip_bomb_without_newlines_is_one_refused_line_not_an_out_of_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.txt.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::best(),
+        );
+        write!(gz, "{UCI_HEADER}\n{}", uci_line(0)).unwrap();
+        let block = vec![b'7'; 1 << 20];
+        // 256 MiB of one line: a few hundred KiB on disk.
+        for _ in 0..256 {
+            gz.write_all(&block).unwrap();
+        }
+        write!(gz, "\n{}", uci_line(1)).unwrap();
+        gz.finish().unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < 2 << 20);
+        let config = FileSourceConfig::new(vec![path]);
+        let (lines, refused) = read_all(&config, 2);
+        assert_eq!(lines, vec![2, 4]);
+        assert_eq!(
+            refused,
+            vec![(
+                3,
+                RejectReason::TooLong {
+                    bytes: (256 << 20) + 1,
+                    limit: DEFAULT_MAX_LINE_BYTES as u64
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn an_overlong_header_fails_the_input_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("header.txt");
+        std::fs::write(&path, "Date;Time;".repeat(10_000)).unwrap();
+        let mut config = FileSourceConfig::new(vec![path]);
+        config.max_line_bytes = 1000;
+        let err = check_inputs(&config).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                SourceError::Header {
+                    source: HeaderError::TooLong { limit: 1000 },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("header.txt"), "{err}");
     }
 }

@@ -114,6 +114,11 @@ pub struct Handover<'scope> {
 /// waits). (A probe attached to nothing counts everything behind the worker's capability as
 /// passed.)
 ///
+/// `backpressure`, when given, is asked before every poll: while it says the sinks are over
+/// their memory budget (e.g. [`crate::sink::cassandra::CassandraStats::over_budget`]) the
+/// worker reads nothing and pauses its partitions, so librdkafka stops fetching too
+/// ([`KafkaStats::pauses`], [`KafkaStats::paused_workers`]); they resume when it says no.
+///
 /// Raising `stop` ends the source gracefully (as [`KafkaSourceConfig::exit_when_idle`] does):
 /// each worker stops reading, releases its capabilities, waits up to [`FINAL_COMMIT_WAIT`] for
 /// `durable` to finish and commits its offsets synchronously.
@@ -128,6 +133,7 @@ pub fn kafka_source<'scope>(
     stats: Arc<KafkaStats>,
     durable: ProbeHandle<Time>,
     flow: ProbeHandle<Time>,
+    backpressure: Option<Backpressure>,
     stop: Arc<AtomicBool>,
     handover: Option<Handover<'scope>>,
 ) -> Result<KafkaStreams<'scope>, KafkaError> {
@@ -171,6 +177,7 @@ pub fn kafka_source<'scope>(
     builder.build_reschedule(move |capabilities| {
         let mut caps = Some(capabilities);
         let mut in_flight = InFlight::new(worker.config.batches_in_flight);
+        let mut paused = false;
         let mut finished_at: Option<Instant> = None;
         let mut done = false;
         move |frontiers| {
@@ -250,7 +257,12 @@ pub fn kafka_source<'scope>(
             };
             worker.cap = *current[0].time();
             let now = worker.cap;
-            let blocked = in_flight.blocked(now, &flow);
+            let pressed = backpressure.as_ref().is_some_and(|over| over());
+            if pressed != paused {
+                pause_partitions(&consumer, &worker, pressed);
+                paused = pressed;
+            }
+            let blocked = in_flight.blocked(now, &flow) || pressed;
             let mut taken = 0usize;
             let mut drained = false;
             let mut behind = false;
@@ -362,6 +374,9 @@ pub fn kafka_source<'scope>(
             }
             if (drained && worker.may_exit()) || stop.load(Ordering::Relaxed) {
                 caps = None;
+                if paused {
+                    pause_partitions(&consumer, &worker, false);
+                }
                 // Nothing more is read; commits (and their callbacks) still go through.
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!("Kafka consumer of {}: unassign: {e}", worker.config.topic);
@@ -384,4 +399,43 @@ pub fn kafka_source<'scope>(
         readings: readings.as_collection(),
         rejected,
     })
+}
+
+/// Asked by a Kafka source whether its sinks are over their memory budget (see
+/// [`kafka_source`]).
+pub type Backpressure = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Pauses (or resumes) the partitions a worker reads.
+fn pause_partitions(
+    consumer: &rdkafka::consumer::BaseConsumer<worker::SourceContext>,
+    worker: &worker::Worker,
+    pause: bool,
+) {
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in &worker.partitions {
+        list.add_partition(&worker.config.topic, p.partition);
+    }
+    let result = if pause {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    if pause {
+        worker.stats.pauses.fetch_add(1, Ordering::Relaxed);
+        worker.stats.paused_workers.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            topic = %worker.config.topic,
+            partitions = worker.partitions.len(),
+            "the sinks are over their memory budget: pausing consumption"
+        );
+    } else {
+        worker.stats.paused_workers.fetch_sub(1, Ordering::Relaxed);
+        tracing::info!(topic = %worker.config.topic, "resuming consumption");
+    }
+    if let Err(e) = result {
+        tracing::warn!(
+            "Kafka consumer of {}: pause/resume: {e}",
+            worker.config.topic
+        );
+    }
 }

@@ -34,6 +34,10 @@ pub const DEFAULT_BACKLOG_DELAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 /// Default [`CassandraSinkConfig::batch_rows`]: rows per unlogged batch.
 pub const DEFAULT_BATCH_ROWS: usize = 16;
+/// Largest [`CassandraSinkConfig::batch_rows`]: about 256 KiB of rows, beyond any cluster's
+/// sensible `batch_size_fail_threshold`. A batch the cluster refuses as too large is sent
+/// again row by row, so a value above the threshold costs speed, never rows.
+pub const MAX_BATCH_ROWS: usize = 256;
 /// Default [`CassandraSinkConfig::retry_initial`]: first backoff after a failed upsert.
 pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// Default [`CassandraSinkConfig::retry_max`]: the backoff doubles up to this.
@@ -44,6 +48,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default [`CassandraSinkConfig::schema_timeout`]: schema changes are slow on a busy node.
 pub const DEFAULT_SCHEMA_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`CassandraSinkConfig::max_queued_rows`]: 256 Ki rows, some 80 MiB.
+pub const DEFAULT_MAX_QUEUED_ROWS: usize = 256 * 1024;
 /// Default [`CassandraSinkConfig::runtime_threads`]: the driver is asynchronous, two threads
 /// keep up with any single node.
 pub const DEFAULT_RUNTIME_THREADS: usize = 2;
@@ -112,6 +118,12 @@ pub struct CassandraSinkConfig {
     pub schema_timeout: Duration,
     /// Threads of the tokio runtime that drives the driver.
     pub runtime_threads: usize,
+    /// Changed rows the sinks of one process may hold unwritten (queued or in flight), the
+    /// memory budget of the speed layer (about 300 bytes a row: 256 Ki rows are some 80 MiB).
+    /// A queue at its share of the budget writes its oldest rows without waiting for their
+    /// delay, and a pipeline's live source pauses while the budget is used up, so a Cassandra
+    /// that is down or slow stops consumption instead of filling memory.
+    pub max_queued_rows: usize,
     /// The calendar of the buckets: a window's bucket is its local day, month or year.
     #[serde(skip)]
     pub calendar: time::Calendar,
@@ -138,6 +150,7 @@ impl Default for CassandraSinkConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             schema_timeout: DEFAULT_SCHEMA_TIMEOUT,
             runtime_threads: DEFAULT_RUNTIME_THREADS,
+            max_queued_rows: DEFAULT_MAX_QUEUED_ROWS,
             calendar: time::Calendar::Naive,
         }
     }
@@ -186,8 +199,11 @@ impl CassandraSinkConfig {
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
             return bad("max_in_flight must be at least 1".into());
         }
-        if self.batch_rows == 0 || self.batch_rows > u16::MAX as usize {
-            return bad("batch_rows must be from 1 to 65535".into());
+        if self.batch_rows == 0 || self.batch_rows > MAX_BATCH_ROWS {
+            return bad(format!(
+                "batch_rows must be from 1 to {MAX_BATCH_ROWS} (a row is about 1 KiB; Cassandra \
+                 refuses batches over batch_size_fail_threshold, 50 KiB by default)"
+            ));
         }
         if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
             return bad("retry_initial must be positive and at most retry_max".into());
@@ -197,6 +213,9 @@ impl CassandraSinkConfig {
             || self.schema_timeout.is_zero()
         {
             return bad("timeouts must be positive".into());
+        }
+        if self.max_queued_rows == 0 {
+            return bad("max_queued_rows must be at least 1".into());
         }
         if self.runtime_threads == 0 {
             return bad("runtime_threads must be at least 1".into());
@@ -319,6 +338,22 @@ pub enum CassandraError {
         /// What it holds (the driver's rendering of the value).
         found: String,
     },
+    /// Cassandra refused an upsert for good (an error no retry can fix): the row is not in the
+    /// view, so the run stops and nothing after it is committed.
+    #[error(
+        "Cassandra refused the {granularity} row of {meter} at {window_start} for good: {source}"
+    )]
+    Refused {
+        /// The view's granularity.
+        granularity: String,
+        /// The row's meter.
+        meter: String,
+        /// The row's window start, ISO-8601.
+        window_start: String,
+        /// What Cassandra or the driver said.
+        #[source]
+        source: DriverError,
+    },
     /// The tokio runtime could not be started.
     #[error("Cassandra client runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -332,15 +367,18 @@ pub enum CassandraError {
 pub struct CassandraStats {
     /// Upserts acknowledged by Cassandra.
     pub rows_written: AtomicU64,
-    /// Upserts given up on a non-retryable error.
+    /// Upserts Cassandra refused for good (an error no retry can fix): never durable; in a
+    /// pipeline the run stops on the first.
     pub write_errors: AtomicU64,
+    /// Batches refused for good as a whole and sent again row by row.
+    pub split_batches: AtomicU64,
     /// Retries of failed upserts (one per failed attempt that is tried again).
     pub retries: AtomicU64,
     /// Upserts currently sent or waiting for their next attempt.
     pub in_flight: AtomicU64,
     /// Changes merged into a row already waiting to be written (writes saved).
     pub coalesced: AtomicU64,
-    /// Changed rows waiting to be written, as last seen by a sink worker.
+    /// Changed rows waiting to be written, summed over the sink workers of the process.
     pub queued: AtomicU64,
     /// Wall clock of the latest acknowledged upsert, µs since the Unix epoch (0: none yet).
     pub last_ack_unix_us: AtomicU64,
@@ -352,6 +390,13 @@ impl CassandraStats {
     /// A fresh set of counters, ready to share.
     pub fn new() -> Arc<CassandraStats> {
         Arc::new(CassandraStats::default())
+    }
+
+    /// Whether the rows queued or in flight have reached `max_queued_rows` (the
+    /// [`CassandraSinkConfig::max_queued_rows`] of the sinks these counters follow).
+    pub fn over_budget(&self, max_queued_rows: usize) -> bool {
+        self.queued.load(Ordering::Relaxed) + self.in_flight.load(Ordering::Relaxed)
+            >= max_queued_rows as u64
     }
 
     /// `(rows_written, write_errors, retries, in_flight)` right now.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use scylla::errors::ExecutionError;
 use scylla::statement::batch::{Batch, BatchStatement, BatchType};
 use timely::dataflow::operators::{Capability, InputCapability};
 use tokio::sync::OwnedSemaphorePermit;
@@ -16,7 +17,8 @@ use crate::model::{Aggregate, WindowKey};
 use crate::{time, Time};
 
 use super::{
-    is_retryable, upsert_values_in, CassandraSinkConfig, CassandraStats, Shared, QUIET_RETRIES,
+    is_retryable, upsert_values_in, CassandraSinkConfig, CassandraStats, DriverError, Shared,
+    QUIET_RETRIES,
 };
 
 /// Spreads windows over sink workers with a stable hash of `(meter, granularity, start)`.
@@ -93,14 +95,21 @@ pub(super) struct Waker {
     pub(super) armed: AtomicBool,
     /// `first_seq` of the writes finished since the operator last looked.
     pub(super) finished: std::sync::Mutex<Vec<u64>>,
+    /// Rows Cassandra refused for good since the operator last looked: never durable.
+    pub(super) refused: std::sync::Mutex<Vec<(WindowKey, DriverError)>>,
 }
 
 impl Waker {
-    pub(super) fn finish(&self, first_seqs: &[u64]) {
+    pub(super) fn finish(&self, first_seqs: &[u64], refused: Vec<(WindowKey, DriverError)>) {
         self.finished
             .lock()
             .expect("waker lock")
             .extend_from_slice(first_seqs);
+        if !refused.is_empty() {
+            self.refused.lock().expect("waker lock").extend(refused);
+            // The operator must hear of a refusal whether or not it waits for a permit.
+            self.armed.store(true, Ordering::Release);
+        }
         if self.armed.swap(false, Ordering::AcqRel) {
             // Fails only when the worker is gone; then there is nobody to wake.
             let _ = self.activator.activate();
@@ -108,21 +117,19 @@ impl Waker {
     }
 }
 
-/// Writes one row or one unlogged batch of rows, retrying retryable failures forever with
-/// backoff.
-pub(super) async fn write_rows(
-    shared: Arc<Shared>,
-    stats: Arc<CassandraStats>,
-    waker: Arc<Waker>,
-    permit: OwnedSemaphorePermit,
-    write: Write,
-) {
+/// Sends `rows` (one upsert, or an unlogged batch of them), retrying retryable failures
+/// forever with backoff; returns the error no retry can fix.
+async fn send(
+    shared: &Shared,
+    stats: &CassandraStats,
+    rows: &[(WindowKey, Aggregate)],
+    write_ts: i64,
+) -> Result<(), ExecutionError> {
     let mut batch = Batch::new(BatchType::Unlogged);
-    let mut values = Vec::with_capacity(write.rows.len());
-    for (key, agg) in &write.rows {
+    let mut values = Vec::with_capacity(rows.len());
+    for (key, agg) in rows {
         let view = shared.view(key.granularity);
-        let (with_pf, row) =
-            upsert_values_in(&shared.calendar, key, agg, write.write_ts, view.ttl_s);
+        let (with_pf, row) = upsert_values_in(&shared.calendar, key, agg, write_ts, view.ttl_s);
         batch.append_statement(if with_pf {
             view.with_pf.clone()
         } else {
@@ -132,11 +139,9 @@ pub(super) async fn write_rows(
     }
     // Every row carries its own write timestamp: the batch can be applied any number of times.
     batch.set_is_idempotent(true);
-    let (first_key, _) = &write.rows[0];
-    let rows = write.rows.len() as u64;
+    let (first_key, _) = &rows[0];
     let mut delay = shared.retry_initial;
     let mut attempt = 0u32;
-    let started = Instant::now();
     loop {
         let result = match (&batch.statements[..], &values[..]) {
             ([BatchStatement::PreparedStatement(statement)], [row]) => shared
@@ -147,49 +152,84 @@ pub(super) async fn write_rows(
             _ => shared.session.batch(&batch, &values).await.map(|_| ()),
         };
         match result {
-            Ok(()) => {
-                stats.write_seconds.observe(started.elapsed());
-                stats.rows_written.fetch_add(rows, Ordering::Relaxed);
-                stats
-                    .last_ack_unix_us
-                    .fetch_max(time::now_unix_us() as u64, Ordering::Relaxed);
-                break;
-            }
+            Ok(()) => return Ok(()),
             Err(e) if is_retryable(&e) => {
                 attempt = attempt.saturating_add(1);
                 stats.retries.fetch_add(1, Ordering::Relaxed);
-                let wait = jittered(delay, write.write_ts, attempt);
+                let wait = jittered(delay, write_ts, attempt);
                 if attempt > QUIET_RETRIES {
                     tracing::warn!(
                         meter = %first_key.meter, granularity = %first_key.granularity,
-                        window_start = first_key.start, rows, attempt,
+                        window_start = first_key.start, rows = rows.len(), attempt,
                         retry_in_ms = wait.as_millis() as u64,
                         error = %e, "Cassandra upsert failed; retrying"
                     );
                 } else {
                     tracing::debug!(
-                        meter = %first_key.meter, window_start = first_key.start, rows, attempt,
-                        error = %e, "Cassandra upsert failed; retrying"
+                        meter = %first_key.meter, window_start = first_key.start,
+                        rows = rows.len(), attempt, error = %e, "Cassandra upsert failed; retrying"
                     );
                 }
                 tokio::time::sleep(wait).await;
                 delay = delay.saturating_mul(2).min(shared.retry_max);
             }
-            Err(e) => {
-                stats.write_errors.fetch_add(rows, Ordering::Relaxed);
-                tracing::error!(
-                    meter = %first_key.meter, granularity = %first_key.granularity,
-                    window_start = first_key.start, rows, error = %e,
-                    "Cassandra upsert failed and cannot succeed by retrying; rows given up"
-                );
-                break;
-            }
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Writes one row or one unlogged batch of rows (see [`send`]). A batch refused for good
+/// (too large for the cluster's `batch_size_fail_threshold`, or holding one bad row) is sent
+/// again row by row; a row refused for good is reported to the operator and never counted
+/// as durable.
+pub(super) async fn write_rows(
+    shared: Arc<Shared>,
+    stats: Arc<CassandraStats>,
+    waker: Arc<Waker>,
+    permit: OwnedSemaphorePermit,
+    write: Write,
+) {
+    let rows = write.rows.len() as u64;
+    let started = Instant::now();
+    let acknowledged = |stats: &CassandraStats, n: u64| {
+        stats.write_seconds.observe(started.elapsed());
+        stats.rows_written.fetch_add(n, Ordering::Relaxed);
+        stats
+            .last_ack_unix_us
+            .fetch_max(time::now_unix_us() as u64, Ordering::Relaxed);
+    };
+    let mut done = Vec::with_capacity(write.rows.len());
+    let mut refused = Vec::new();
+    match send(&shared, &stats, &write.rows, write.write_ts).await {
+        Ok(()) => {
+            acknowledged(&stats, rows);
+            done.extend_from_slice(&write.first_seqs);
+        }
+        Err(e) if write.rows.len() > 1 => {
+            stats.split_batches.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                rows, error = %e,
+                "Cassandra refused a batch for good; sending its rows one by one"
+            );
+            for (row, &seq) in write.rows.iter().zip(&write.first_seqs) {
+                match send(&shared, &stats, std::slice::from_ref(row), write.write_ts).await {
+                    Ok(()) => {
+                        acknowledged(&stats, 1);
+                        done.push(seq);
+                    }
+                    Err(e) => refused.push((row.0, Box::new(e) as DriverError)),
+                }
+            }
+        }
+        Err(e) => refused.push((write.rows[0].0, Box::new(e) as DriverError)),
+    }
+    stats
+        .write_errors
+        .fetch_add(refused.len() as u64, Ordering::Relaxed);
     stats.in_flight.fetch_sub(rows, Ordering::Relaxed);
     // Free the permit before waking, so the woken operator can use it.
     drop(permit);
-    waker.finish(&write.first_seqs);
+    waker.finish(&done, refused);
 }
 
 /// A time whose updates have all arrived, held until they are durable.
@@ -229,6 +269,9 @@ pub(super) struct Scheduler {
     pub(super) open: BTreeMap<Time, (Option<Capability<Time>>, u64)>,
     /// Complete times in time order, not yet durable.
     pub(super) completed: VecDeque<Completed>,
+    /// This worker's share of [`CassandraSinkConfig::max_queued_rows`]: with as many rows
+    /// queued, the oldest is due whatever its delay.
+    pub(super) share: usize,
 }
 
 impl Scheduler {
@@ -243,6 +286,7 @@ impl Scheduler {
             in_flight: Default::default(),
             open: BTreeMap::new(),
             completed: VecDeque::new(),
+            share: config.max_queued_rows.max(1),
         }
     }
 
@@ -287,8 +331,14 @@ impl Scheduler {
     }
 
     /// The oldest dirty window that is due: its delay has passed, it is sealed (its end is
-    /// at or behind the input frontier, `sealed_before`), or the input has ended (`None`).
+    /// at or behind the input frontier, `sealed_before`), the input has ended (`None`), or the
+    /// queues hold this worker's [`Scheduler::share`] of rows.
     pub(super) fn next_due(&mut self, now: Instant, sealed_before: Option<Time>) -> Option<Dirty> {
+        let sealed_before = if self.positions.len() >= self.share {
+            None
+        } else {
+            sealed_before
+        };
         let mut best: Option<usize> = None;
         for (g, queue) in self.queues.iter().enumerate() {
             let Some(front) = queue.items.front() else {

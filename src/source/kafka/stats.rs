@@ -48,6 +48,10 @@ pub struct KafkaStats {
     pub backlog_seen_ms: std::sync::atomic::AtomicI64,
     /// Wall clock (ms since the epoch) when a worker last read a message (0: none yet).
     pub last_message_ms: std::sync::atomic::AtomicI64,
+    /// Times a worker paused its partitions because the sinks were over their budget.
+    pub pauses: AtomicU64,
+    /// Workers whose partitions are paused now.
+    pub paused_workers: AtomicU64,
     watermarks: Mutex<BTreeMap<usize, i64>>,
     lags: Mutex<BTreeMap<i32, i64>>,
 }
@@ -70,6 +74,8 @@ impl Default for KafkaStats {
             consumer_errors: AtomicU64::new(0),
             backlog_seen_ms: Default::default(),
             last_message_ms: Default::default(),
+            pauses: AtomicU64::new(0),
+            paused_workers: AtomicU64::new(0),
             watermarks: Mutex::new(BTreeMap::new()),
             lags: Mutex::new(BTreeMap::new()),
         }
