@@ -43,6 +43,28 @@ pub enum HeaderError {
 /// The columns a line is split into: the ones the parser needs must be among the first this
 /// many (a line may have more, which are counted and not looked at).
 pub const MAX_READ_COLUMNS: usize = 64;
+/// Columns split per line when the needed ones are all among the first this many (the UCI
+/// file has 9).
+const NARROW_COLUMNS: usize = 16;
+
+/// The bounds of the first `N` fields of `line` and the number of fields.
+#[inline]
+fn split_fields<const N: usize>(line: &[u8], sep: u8) -> ([(usize, usize); N], usize) {
+    let mut bounds = [(0usize, 0usize); N];
+    let mut n = 0usize;
+    let mut start = 0usize;
+    for i in memchr::memchr_iter(sep, line) {
+        if n < N {
+            bounds[n] = (start, i);
+        }
+        n += 1;
+        start = i + 1;
+    }
+    if n < N {
+        bounds[n] = (start, line.len());
+    }
+    (bounds, n + 1)
+}
 
 /// What one line of the body turned out to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +90,8 @@ enum TimeColumns {
 pub struct TextFormat {
     sep: u8,
     fields: usize,
+    /// The largest index of a column the parser needs.
+    last_needed: usize,
     meter_col: Option<usize>,
     time_cols: TimeColumns,
     measure_cols: [usize; MEASURES],
@@ -124,12 +148,14 @@ impl TextFormat {
             TimeColumns::DateAndTime { date, time } => vec![date, time],
             TimeColumns::Combined(c) => vec![c],
         };
-        let needed = measure_cols
+        let needed: Vec<usize> = measure_cols
             .iter()
             .copied()
             .chain(meter_col)
-            .chain(time_positions);
-        if let Some(far) = needed.filter(|&c| c >= MAX_READ_COLUMNS).min() {
+            .chain(time_positions)
+            .collect();
+        let last_needed = needed.iter().copied().max().unwrap_or(0);
+        if let Some(far) = needed.into_iter().filter(|&c| c >= MAX_READ_COLUMNS).min() {
             return Err(HeaderError::ColumnTooFar {
                 column: names[far].clone(),
                 position: far + 1,
@@ -139,6 +165,7 @@ impl TextFormat {
         Ok(TextFormat {
             sep,
             fields: names.len(),
+            last_needed,
             meter_col,
             time_cols,
             measure_cols,
@@ -160,21 +187,27 @@ impl TextFormat {
             return Line::Blank;
         }
         // Split without allocating: every column the parser needs is among the first
-        // MAX_READ_COLUMNS (checked by `from_header`); the rest are only counted.
-        let mut bounds = [(0usize, 0usize); MAX_READ_COLUMNS];
-        let mut n = 0usize;
-        let mut start = 0usize;
-        for i in memchr::memchr_iter(self.sep, line) {
-            if n < bounds.len() {
-                bounds[n] = (start, i);
-            }
-            n += 1;
-            start = i + 1;
+        // MAX_READ_COLUMNS (checked by `from_header`), and in the usual file among the first
+        // NARROW_COLUMNS (a smaller array to fill per line); the rest are only counted.
+        if self.last_needed < NARROW_COLUMNS {
+            let (bounds, n) = split_fields::<NARROW_COLUMNS>(line, self.sep);
+            self.parse_fields(line, &bounds, n, origin, cache)
+        } else {
+            let (bounds, n) = split_fields::<MAX_READ_COLUMNS>(line, self.sep);
+            self.parse_fields(line, &bounds, n, origin, cache)
         }
-        if n < bounds.len() {
-            bounds[n] = (start, line.len());
-        }
-        n += 1;
+    }
+
+    /// [`TextFormat::parse_line`] once the line is split: `n` fields, the first ones at
+    /// `bounds`.
+    fn parse_fields(
+        &self,
+        line: &[u8],
+        bounds: &[(usize, usize)],
+        n: usize,
+        origin: Origin,
+        cache: &mut DateCache,
+    ) -> Line {
         if n != self.fields {
             return Line::Rejected(RejectReason::FieldCount {
                 expected: self.fields,
@@ -659,6 +692,17 @@ mod tests {
                 found: 502
             })
         );
+        // Needed columns past the narrow split (columns 23 to 29): the wide split reads them.
+        let mid = format!("Date;Time{};{}", extra(20), &UCI_HEADER[10..]);
+        let f = TextFormat::from_header(mid.as_bytes(), m, 60, Limits::default()).unwrap();
+        let line = format!(
+            "16/12/2006;17:24:00{};4.216;0.418;234.840;18.400;0.000;1.000;17.000",
+            ";9".repeat(20)
+        );
+        match f.parse_line(line.as_bytes(), Origin::default(), &mut cache) {
+            Line::Reading(r) => assert_eq!(r.values, [4216, 418, 234_840, 18_400, 0, 1000, 17_000]),
+            other => panic!("expected a reading, got {other:?}"),
+        }
         // A needed column past the columns a line is split into: refused with its position.
         let far = format!("Date;Time{};{}", extra(70), &UCI_HEADER[10..]);
         assert_eq!(

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{Decimal128Builder, Float64Builder, Int64Builder, StringBuilder};
-use arrow_array::{ArrayRef, RecordBatch, TimestampMillisecondArray};
+use arrow_array::builder::{Float64Builder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, Decimal128Array, RecordBatch, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -151,9 +151,9 @@ pub fn view_batch_for(
     ];
     for (stats, mut avg) in sums.into_iter().zip(avgs) {
         for values in stats {
-            let mut b = Decimal128Builder::with_capacity(n).with_precision_and_scale(18, 3)?;
-            b.append_slice(&values);
-            columns.push(Arc::new(b.finish()));
+            // The vector becomes the array's buffer as it is: no copy.
+            let decimals = Decimal128Array::from(values).with_precision_and_scale(18, 3)?;
+            columns.push(Arc::new(decimals));
         }
         columns.push(Arc::new(avg.finish()));
     }
