@@ -191,6 +191,9 @@ pub struct KafkaSummary {
     pub duplicates: u64,
     /// Dead letters the broker acknowledged.
     pub dead_letters: u64,
+    /// Times a worker paused its partitions because the speed views were over their memory
+    /// budget (Cassandra down or slow).
+    pub pauses: u64,
     /// When the last message was read, seconds from the start.
     pub last_message_after_s: Option<f64>,
 }
@@ -202,8 +205,10 @@ pub struct CassandraSummary {
     pub rows_written: u64,
     /// Changes merged into a row that was waiting.
     pub changes_merged: u64,
-    /// Rows given up on a non-retryable error.
+    /// Rows Cassandra refused for good (the run stops on the first).
     pub write_errors: u64,
+    /// Failed attempts that were tried again (Cassandra down, slow or restarting).
+    pub retries: u64,
     /// When the last upsert was acknowledged, seconds from the start.
     pub last_write_after_s: Option<f64>,
 }
@@ -964,6 +969,7 @@ impl Pipeline {
                 already_durable: load(&k.already_durable),
                 duplicates: load(&p.kafka_duplicates),
                 dead_letters: load(&p.dead_letters.letters),
+                pauses: load(&k.pauses),
                 last_message_after_s: after(last.max(0) as u64 * 1000),
             }
         });
@@ -973,6 +979,7 @@ impl Pipeline {
                 rows_written: load(&c.rows_written),
                 changes_merged: load(&c.coalesced),
                 write_errors: load(&c.write_errors),
+                retries: load(&c.retries),
                 last_write_after_s: after(load(&c.last_ack_unix_us)),
             }
         });

@@ -94,15 +94,38 @@ fn bad_messages_are_dead_lettered_with_their_reason() {
         })
         .collect();
     let future = wattflow::time::naive_to_ms(2099, 1, 1, 0, 0, 0).unwrap();
-    let bad: Vec<(&str, String)> = vec![
-        ("not json", "this is not json".to_string()),
+    let bad: Vec<(&str, Vec<u8>)> = vec![
+        ("not json", b"this is not json".to_vec()),
+        // Pathological shapes: raw control characters, invalid UTF-8, JSON nested past any
+        // parser's depth, and a message over the source's size limit.
+        (
+            "control characters",
+            b"{\"meter\":\"house-c\x01\x07\x1b[31m\",\"ts\":1709294400000}\r\n\x00".to_vec(),
+        ),
+        (
+            "invalid utf-8",
+            b"{\"meter\":\"\xff\xfe\xc3\x28\"}".to_vec(),
+        ),
+        ("deeply nested", {
+            let mut v = vec![b'['; 10_000];
+            v.extend(vec![b']'; 10_000]);
+            v
+        }),
+        ("too long", {
+            let mut v = render_message(&good[0]).into_bytes();
+            v.pop();
+            v.extend(format!(",\"pad\":\"{}\"}}", "x".repeat(200_000)).bytes());
+            v
+        }),
         (
             "missing field",
-            r#"{"meter":"house-c","ts":1709294400000,"interval_s":1}"#.to_string(),
+            br#"{"meter":"house-c","ts":1709294400000,"interval_s":1}"#.to_vec(),
         ),
         (
             "mistyped",
-            render_message(&good[0]).replace("\"voltage\":230.000", "\"voltage\":\"high\""),
+            render_message(&good[0])
+                .replace("\"voltage\":230.000", "\"voltage\":\"high\"")
+                .into_bytes(),
         ),
         (
             "absurd",
@@ -111,18 +134,20 @@ fn bad_messages_are_dead_lettered_with_their_reason() {
                 start + 500_000,
                 1,
                 [9_000_000, 0, 230_000, 1, 0, 0, 0],
-            )),
+            ))
+            .into_bytes(),
         ),
         (
             "future",
-            render_message(&reading("house-c", future, 1, [1, 0, 230_000, 1, 0, 0, 0])),
+            render_message(&reading("house-c", future, 1, [1, 0, 230_000, 1, 0, 0, 0]))
+                .into_bytes(),
         ),
     ];
     let mut producer = ReadingProducer::new(&env.kafka, &topic).unwrap();
     for (i, r) in good.iter().enumerate() {
         assert!(producer.send(r));
         if let Some((_, payload)) = bad.get(i) {
-            assert!(producer.send_raw(b"house-c", payload.as_bytes()));
+            assert!(producer.send_raw(b"house-c", payload));
         }
     }
     producer.flush(Duration::from_secs(30)).unwrap();
@@ -151,10 +176,11 @@ fn bad_messages_are_dead_lettered_with_their_reason() {
     }
     assert_eq!(dead.len(), bad.len(), "dead letters: {dead:?}");
     for (what, payload) in &bad {
+        let text = String::from_utf8_lossy(payload);
         let letter = dead
             .iter()
-            .find(|d| d["record"].as_str() == Some(payload.as_str()))
-            .unwrap_or_else(|| panic!("{what} not dead-lettered: {dead:?}"));
+            .find(|d| d["record"].as_str() == Some(&*text))
+            .unwrap_or_else(|| panic!("{what} not dead-lettered"));
         let reason = letter["reason"].as_str().unwrap().to_lowercase();
         assert!(!reason.is_empty(), "{what}: empty reason");
         let hint = match *what {
@@ -163,6 +189,8 @@ fn bad_messages_are_dead_lettered_with_their_reason() {
             "mistyped" => "voltage",
             "absurd" => "global_active_power",
             "future" => "future",
+            "control characters" | "invalid utf-8" | "deeply nested" => "undecodable",
+            "too long" => "longer than the limit",
             _ => unreachable!(),
         };
         assert!(
@@ -232,9 +260,11 @@ fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
     let _shared = SERVERS.read().unwrap();
     let topic = unique("restart");
     let keyspace = unique("wf_restart");
-    publish_file(&env, &topic, &file, 2);
+    let published = publish_file(&env, &topic, &file, 2);
+    let group = format!("{topic}-group");
 
-    // First run: the CLI, killed without warning once it has written something.
+    // First run: the CLI, killed without warning once it has written something and
+    // committed offsets for it.
     let mut child = Command::new(env!("CARGO_BIN_EXE_wattflow"))
         .args([
             "live",
@@ -270,7 +300,7 @@ fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
         )
         .map(|r| r.len())
         .unwrap_or(0);
-        if written > 24 {
+        if written > 24 && committed(&env.kafka, &topic, &group) > 0 {
             break;
         }
         assert!(
@@ -285,9 +315,16 @@ fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    let resume_at = committed(&env.kafka, &topic, &group);
 
-    // Second run from the committed offsets, to the end.
+    // Second run from the committed offsets, to the end: a resume, not a full re-read.
     let summary = run_live(&env, &topic, &keyspace);
+    assert!(
+        summary.messages + resume_at as u64 >= published && summary.messages < published,
+        "the restart read {} of {published} messages from committed offsets totalling \
+         {resume_at}: {summary:?}",
+        summary.messages
+    );
     assert_eq!(
         summary.rejected, 0,
         "nothing is refused on a restart: {summary:?}"
@@ -302,6 +339,36 @@ fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
     );
     let batch = parquet_views(&file);
     assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
+}
+
+/// The offsets `group` has committed on `topic`, summed over its partitions (0: none).
+fn committed(brokers: &str, topic: &str, group: &str) -> i64 {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            list.add_partition(topic, p.id());
+        }
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .map(|c| {
+            c.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Messages ever written to `topic` (0 if it does not exist).
@@ -336,7 +403,7 @@ fn services(args: &[&str]) {
 }
 
 #[test]
-fn cassandra_down_for_30_s_and_a_kafka_restart_lose_nothing() {
+fn cassandra_down_for_30_s_pauses_consumption_and_a_kafka_restart_meanwhile_loses_nothing() {
     let Some(env) = env() else { return };
     let Some(file) = common::data_file("uci_first_30_days.txt") else {
         return;
@@ -344,7 +411,7 @@ fn cassandra_down_for_30_s_and_a_kafka_restart_lose_nothing() {
     let _exclusive = SERVERS.write().unwrap();
     let topic = unique("outage");
     let keyspace = unique("wf_outage");
-    publish_file(&env, &topic, &file, 2);
+    let published = publish_file(&env, &topic, &file, 2);
     drop(views(&env, &keyspace)); // schema first, so the outage hits the writes
 
     let (kafka, cassandra) = (
@@ -353,6 +420,14 @@ fn cassandra_down_for_30_s_and_a_kafka_restart_lose_nothing() {
     );
     let mut kafka = kafka;
     kafka.exit_when_idle = Some(Duration::from_secs(20));
+    // A small memory budget (the 30 days are 43,200 minute rows) and one row in flight at a
+    // time: the topic takes far longer to write than the test's first seconds, the outage
+    // fills the budget, so consumption must pause, and the Kafka restart below comes while
+    // most of the topic is still unread.
+    let mut cassandra = cassandra;
+    cassandra.max_queued_rows = 2_000;
+    cassandra.max_in_flight = 1;
+    cassandra.batch_rows = 1;
     let live = std::thread::spawn(move || {
         Live::new(kafka, cassandra)
             .workers(2)
@@ -361,10 +436,16 @@ fn cassandra_down_for_30_s_and_a_kafka_restart_lose_nothing() {
     std::thread::sleep(Duration::from_secs(2));
     services(&["down", "cassandra"]);
     std::thread::sleep(Duration::from_secs(30));
-    services(&["up", "cassandra"]);
+    assert!(!live.is_finished(), "the run must wait for Cassandra");
     services(&["restart", "kafka"]);
+    services(&["up", "cassandra"]);
     let summary = live.join().unwrap().expect("live run survives the outages");
-    assert!(summary.readings > 0);
+    let kafka = summary.run.kafka.clone().unwrap_or_default();
+    let cassandra = summary.run.cassandra.clone().unwrap_or_default();
+    assert!(kafka.pauses > 0, "consumption never paused: {summary:?}");
+    assert!(cassandra.retries > 0, "no write was retried: {summary:?}");
+    assert_eq!(cassandra.write_errors, 0, "{summary:?}");
+    assert_eq!(summary.messages, published, "{summary:?}");
     let batch = parquet_views(&file);
     assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
 }

@@ -19,6 +19,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEAD_LETTER_SUFFIX: &str = ".rejected";
 /// Default number of messages a worker takes per activation.
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
+/// Default [`KafkaSourceConfig::max_message_bytes`]: 64 KiB, some 250 times a reading.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Default number of emitted batch times a worker may have ahead of the flow-control probe.
 pub const DEFAULT_BATCHES_IN_FLIGHT: usize = 4;
 /// How long start-up waits for metadata and committed offsets before reporting the brokers unreachable.
@@ -76,6 +78,9 @@ pub struct KafkaSourceConfig {
     pub limits: Limits,
     /// Most messages a worker takes per activation (default [`DEFAULT_MAX_BATCH`]).
     pub max_batch: usize,
+    /// Longest message payload parsed (default [`DEFAULT_MAX_MESSAGE_BYTES`]); a longer one is
+    /// refused as [`crate::model::RejectReason::TooLong`] and dead-lettered in part.
+    pub max_message_bytes: usize,
     /// Most emitted batch times a worker may have ahead of the flow-control probe (default
     /// [`DEFAULT_BATCHES_IN_FLIGHT`]; see [`kafka_source`](super::kafka_source)).
     pub batches_in_flight: usize,
@@ -117,6 +122,7 @@ impl KafkaSourceConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             limits: Limits::default(),
             max_batch: DEFAULT_MAX_BATCH,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             batches_in_flight: DEFAULT_BATCHES_IN_FLIGHT,
             exit_when_idle: None,
             resume_floor: None,

@@ -138,7 +138,8 @@ impl Worker {
             reason,
             record: String::from_utf8_lossy(kept).into_owned(),
             bytes: payload.len() as u64,
-            key: key.map(<[u8]>::to_vec),
+            // A key is an id: a longer one is kept only in part, like the payload.
+            key: key.map(|k| k[..k.len().min(DEAD_LETTER_RECORD_BYTES)].to_vec()),
         });
     }
 
@@ -172,6 +173,13 @@ impl Worker {
             p.idle = false;
         }
         let origin = Origin::kafka(partition, offset);
+        if payload.len() > self.config.max_message_bytes {
+            let reason = RejectReason::TooLong {
+                bytes: payload.len() as u64,
+                limit: self.config.max_message_bytes as u64,
+            };
+            return self.reject(i, offset, key, payload, reason);
+        }
         let parsed = parse_message(payload, &self.config.limits, origin)
             .and_then(|r| check_future(&r, now_ms, self.config.future_skew_ms).map(|()| r));
         let reading = match parsed {
