@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Run a real Apache Kafka 4.x broker (KRaft, one combined node, 127.0.0.1:9092) and a real
-# Apache Cassandra 5.0 node (127.0.0.1:9042) from their Maven Central jars, without Docker.
+# Apache Cassandra 5.0 node (127.0.0.1:9042) from their Maven Central jars, without Docker, and
+# Shopify's Toxiproxy (API 127.0.0.1:8474, built with `go install`) with a proxy `cassandra`
+# from 127.0.0.1:19042 to the node, for fault-injection tests.
 #
-#   scripts/services.sh up      [kafka|cassandra]   fetch (once), start, wait until they answer
-#   scripts/services.sh down    [kafka|cassandra]   stop what `up` started (pid files only)
-#   scripts/services.sh restart [kafka|cassandra]
-#   scripts/services.sh status  [kafka|cassandra]   exit 0 if all named services run, 3 otherwise
+#   scripts/services.sh up      [kafka|cassandra|toxiproxy]   fetch (once), start, wait until they answer
+#   scripts/services.sh down    [kafka|cassandra|toxiproxy]   stop what `up` started (pid files only)
+#   scripts/services.sh restart [kafka|cassandra|toxiproxy]
+#   scripts/services.sh status  [kafka|cassandra|toxiproxy]   exit 0 if all named services run, 3 otherwise
 #   scripts/services.sh cql "SELECT ..."            one CQL statement (stand-in for cqlsh -e)
 #   scripts/services.sh kafka-tool MAINCLASS ARGS   a Kafka CLI class, e.g. org.apache.kafka.tools.TopicCommand
 #
@@ -14,7 +16,7 @@
 # Environment: WATTFLOW_SERVICES_TIMEOUT (seconds to wait for each service, default 240: Cassandra
 # on a busy 2-core machine is slow), WATTFLOW_JAVA (a java binary to use), WATTFLOW_KAFKA_VERSIONS,
 # WATTFLOW_CASSANDRA_VERSIONS (space-separated versions to try in order), CASSANDRA_HEAP_MB
-# (Cassandra's heap, default 2048; half of it holds memtables).
+# (Cassandra's heap, default 2048; half of it holds memtables), WATTFLOW_TOXIPROXY_VERSION.
 # Facts behind the flags below: shared/docs/INFRA.md.
 set -euo pipefail
 
@@ -25,7 +27,8 @@ TIMEOUT=${WATTFLOW_SERVICES_TIMEOUT:-240}
 # The first is the wanted version; later ones are fallbacks in case the registry refuses it.
 read -r -a KAFKA_VERSIONS <<<"${WATTFLOW_KAFKA_VERSIONS:-4.4.0 4.1.0 4.0.0}"
 read -r -a CASSANDRA_VERSIONS <<<"${WATTFLOW_CASSANDRA_VERSIONS:-5.0.8 5.0.7 5.0.6 5.0.5 5.0.4}"
-ALL_SERVICES=(kafka cassandra)
+TOXIPROXY_VERSION=${WATTFLOW_TOXIPROXY_VERSION:-2.12.0}
+ALL_SERVICES=(kafka cassandra toxiproxy)
 
 log() { printf '[services] %s\n' "$*"; }
 warn() { printf '[services] WARNING: %s\n' "$*" >&2; }
@@ -45,13 +48,14 @@ lib_dir() { printf '%s/lib/%s' "$SVC_DIR" "$1"; }
 data_dir() { printf '%s/data/%s' "$SVC_DIR" "$1"; }
 log_file() { printf '%s/logs/%s.log' "$SVC_DIR" "$1"; }
 pid_file() { printf '%s/run/%s.pid' "$SVC_DIR" "$1"; }
-port_of() { case $1 in kafka) echo 9092 ;; cassandra) echo 9042 ;; esac; }
+port_of() { case $1 in kafka) echo 9092 ;; cassandra) echo 9042 ;; toxiproxy) echo 8474 ;; esac; }
 # Other ports each service binds; checked so a foreign process there is reported, not fought.
-side_port_of() { case $1 in kafka) echo 9093 ;; cassandra) echo 7000 ;; esac; }
+side_port_of() { case $1 in kafka) echo 9093 ;; cassandra) echo 7000 ;; toxiproxy) echo 19042 ;; esac; }
 main_class_of() {
   case $1 in
     kafka) echo kafka.Kafka ;;
     cassandra) echo org.apache.cassandra.service.CassandraDaemon ;;
+    toxiproxy) echo toxiproxy-server ;;
   esac
 }
 
@@ -172,6 +176,10 @@ fetch_ok() {
 # a hash of the POM: while both match, Maven is not run at all, so later `up`s work offline.
 fetch() {
   local svc=$1 dir pom prop marker pom_hash tmp flog v
+  if [[ $svc == toxiproxy ]]; then
+    fetch_toxiproxy
+    return
+  fi
   dir=$(lib_dir "$svc")
   pom=$HERE/$svc-pom.xml
   prop=$svc.version
@@ -270,6 +278,71 @@ kafka_ready() {
     --bootstrap-server 127.0.0.1:9092 --list >/dev/null 2>&1
 }
 
+# --- toxiproxy --------------------------------------------------------------------------------
+
+go_binary() {
+  local g
+  for g in "$(command -v go 2>/dev/null)" /usr/local/go/bin/go /usr/lib/go/bin/go; do
+    [[ -n $g && -x $g ]] && {
+      echo "$g"
+      return 0
+    }
+  done
+  apt_install golang-go
+  command -v go
+}
+
+# Builds toxiproxy-server from the Go module proxy once (a few seconds; the module cache is Go's).
+fetch_toxiproxy() {
+  local dir marker go flog
+  dir=$(lib_dir toxiproxy)
+  marker=$dir/.fetched
+  if [[ -f $marker && -x $dir/toxiproxy-server ]] && [[ $(cut -d' ' -f1 "$marker") == "$TOXIPROXY_VERSION" ]]; then
+    return 0
+  fi
+  go=$(go_binary) || die "toxiproxy needs Go: install it (apt-get install golang-go) and retry"
+  flog=$SVC_DIR/logs/fetch-toxiproxy.log
+  log "building toxiproxy $TOXIPROXY_VERSION with $go (log: $flog)"
+  mkdir -p "$dir.partial"
+  if ! GOBIN="$dir.partial" GOFLAGS=-mod=mod "$go" install \
+    "github.com/Shopify/toxiproxy/v2/cmd/server@v$TOXIPROXY_VERSION" >"$flog" 2>&1; then
+    tail -n 15 "$flog" >&2 || true
+    die "could not build toxiproxy $TOXIPROXY_VERSION"
+  fi
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  mv "$dir.partial/server" "$dir/toxiproxy-server"
+  rm -rf "$dir.partial"
+  echo "$TOXIPROXY_VERSION go" >"$marker"
+}
+
+start_toxiproxy() {
+  setsid "$(lib_dir toxiproxy)/toxiproxy-server" -host 127.0.0.1 -port 8474 \
+    >"$(log_file toxiproxy)" 2>&1 </dev/null &
+  echo $! >"$(pid_file toxiproxy)"
+}
+
+# Ready once the API answers and the proxies exist (created here: toxiproxy keeps none across
+# restarts). A test that changes a proxy puts it back as it found it.
+toxiproxy_ready() {
+  python3 - <<'PY'
+import json, sys, urllib.request, urllib.error
+api = "http://127.0.0.1:8474"
+want = {"cassandra": ("127.0.0.1:19042", "127.0.0.1:9042")}
+try:
+    have = json.load(urllib.request.urlopen(api + "/proxies", timeout=5))
+    for name, (listen, upstream) in want.items():
+        if name in have:
+            continue
+        body = json.dumps({"name": name, "listen": listen, "upstream": upstream, "enabled": True})
+        req = urllib.request.Request(api + "/proxies", data=body.encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=5)
+except (OSError, urllib.error.URLError, ValueError):
+    sys.exit(1)
+PY
+}
+
 # --- cassandra --------------------------------------------------------------------------------
 
 start_cassandra() {
@@ -363,7 +436,7 @@ start_service() {
     die "port $port or $side is already taken by a process this script did not start (services dir $SVC_DIR); stop it first"
   fi
   fetch "$svc"
-  pick_java
+  [[ $svc == toxiproxy ]] || pick_java
   log "starting $svc $(version_of "$svc") (log: $(log_file "$svc"))"
   "start_$svc"
   START_TIME[$svc]=$SECONDS
@@ -443,7 +516,7 @@ status_service() {
 # --- commands ---------------------------------------------------------------------------------
 
 usage() {
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -487,8 +560,8 @@ main() {
   local services=("${ALL_SERVICES[@]}")
   if [[ $# -ge 1 ]]; then
     case $1 in
-      kafka | cassandra) services=("$1") ;;
-      *) die "unknown service '$1' (kafka or cassandra)" ;;
+      kafka | cassandra | toxiproxy) services=("$1") ;;
+      *) die "unknown service '$1' (kafka, cassandra or toxiproxy)" ;;
     esac
   fi
   case $cmd in

@@ -47,14 +47,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "building the tests (release)"
 cargo test --workspace --release --no-run
 
-step "starting the real Kafka and Cassandra (scripts/services.sh up)"
+step "starting the real Kafka, Cassandra and Toxiproxy (scripts/services.sh up)"
 # Stop only what this run started, whatever happens next.
 started_services=""
 if ! scripts/services.sh status >/dev/null 2>&1; then started_services=yes; fi
 cleanup() { if [ -n "$started_services" ]; then scripts/services.sh down || true; fi; }
 trap cleanup EXIT
 scripts/services.sh up
-export WATTFLOW_KAFKA=127.0.0.1:9092 WATTFLOW_CASSANDRA=127.0.0.1:9042
+export WATTFLOW_KAFKA=127.0.0.1:9092 WATTFLOW_CASSANDRA=127.0.0.1:9042 WATTFLOW_TOXIPROXY=127.0.0.1:8474
 
 step "cargo test (release: the whole-file tests replay 2 million rows)"
 cargo test --workspace --release

@@ -449,3 +449,48 @@ fn cassandra_down_for_30_s_pauses_consumption_and_a_kafka_restart_meanwhile_lose
     let batch = parquet_views(&file);
     assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
 }
+
+#[test]
+fn cassandra_answering_slowly_and_resetting_connections_loses_nothing() {
+    let Some(env) = env() else { return };
+    let Some(proxy) = toxiproxy() else { return };
+    let Some(file) = common::data_file("uci_first_30_days.txt") else {
+        return;
+    };
+    let _exclusive = SERVERS.write().unwrap();
+    proxy.reset();
+    let topic = unique("slow");
+    let keyspace = unique("wf_slow");
+    let published = publish_file(&env, &topic, &file, 2);
+    let mut kafka = kafka_config(&env, &topic);
+    kafka.exit_when_idle = Some(Duration::from_secs(10));
+    let mut cassandra = proxied_cassandra_config(&env, &keyspace);
+    cassandra.request_timeout = Duration::from_secs(2);
+    cassandra.max_queued_rows = 4_000;
+    cassandra.max_in_flight = 2;
+    let live = std::thread::spawn(move || {
+        Live::new(kafka, cassandra)
+            .workers(2)
+            .run(Arc::new(AtomicBool::new(false)))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // Every answer 500 ms late, then, for a few seconds, every connection reset as it speaks.
+    proxy.add("slow", "latency", r#"{"latency":500,"jitter":100}"#);
+    std::thread::sleep(Duration::from_secs(8));
+    proxy.add("reset", "reset_peer", r#"{"timeout":0}"#);
+    std::thread::sleep(Duration::from_secs(4));
+    proxy.remove("reset");
+    std::thread::sleep(Duration::from_secs(8));
+    proxy.remove("slow");
+    let summary = live
+        .join()
+        .unwrap()
+        .expect("the run survives a slow, resetting Cassandra");
+    proxy.reset();
+    let cassandra = summary.run.cassandra.clone().unwrap_or_default();
+    assert!(cassandra.retries > 0, "no write was retried: {summary:?}");
+    assert_eq!(cassandra.write_errors, 0, "{summary:?}");
+    assert_eq!(summary.messages, published, "{summary:?}");
+    let batch = parquet_views(&file);
+    assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
+}

@@ -248,3 +248,96 @@ pub fn publish_file(env: &Env, topic: &str, file: &Path, partitions: i32) -> u64
     assert_eq!(produced.failed, 0, "the topic must hold every reading");
     produced.produced
 }
+
+/// Toxiproxy's API (`WATTFLOW_TOXIPROXY`, e.g. `127.0.0.1:8474`, started by
+/// `scripts/services.sh up` with a proxy `cassandra` on 127.0.0.1:19042 to the node). `None`
+/// (skip) without it, except under `CI=true`, where it fails.
+pub fn toxiproxy() -> Option<Toxiproxy> {
+    match std::env::var("WATTFLOW_TOXIPROXY") {
+        Ok(api) if !api.is_empty() => Some(Toxiproxy { api }),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but WATTFLOW_TOXIPROXY is not set: start scripts/services.sh up")
+        }
+        _ => {
+            eprintln!("SKIPPED: set WATTFLOW_TOXIPROXY (scripts/services.sh up)");
+            None
+        }
+    }
+}
+
+/// A client of Toxiproxy's HTTP API, for the proxy `cassandra`.
+pub struct Toxiproxy {
+    api: String,
+}
+
+/// The address the Cassandra proxy listens on.
+pub const CASSANDRA_PROXY: &str = "127.0.0.1:19042";
+
+impl Toxiproxy {
+    /// One request; returns the status code.
+    fn call(&self, method: &str, path: &str, body: &str) -> u16 {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.api).expect("toxiproxy API");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.api,
+            body.len()
+        )
+        .unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("toxiproxy answered {reply:?}"))
+    }
+
+    /// Adds toxic `name` of `kind` with `attributes` (JSON) to the `cassandra` proxy.
+    pub fn add(&self, name: &str, kind: &str, attributes: &str) {
+        let body = format!(
+            r#"{{"name":"{name}","type":"{kind}","stream":"downstream","toxicity":1.0,"attributes":{attributes}}}"#
+        );
+        let status = self.call("POST", "/proxies/cassandra/toxics", &body);
+        assert_eq!(status, 200, "adding toxic {name}");
+    }
+
+    /// Removes toxic `name` from the `cassandra` proxy (absent: nothing to do).
+    pub fn remove(&self, name: &str) {
+        let status = self.call("DELETE", &format!("/proxies/cassandra/toxics/{name}"), "");
+        assert!(
+            status == 204 || status == 404,
+            "removing toxic {name}: {status}"
+        );
+    }
+
+    /// Enables or disables the `cassandra` proxy (disabled: every connection is cut).
+    pub fn enable(&self, enabled: bool) {
+        let status = self.call(
+            "POST",
+            "/proxies/cassandra",
+            &format!(r#"{{"enabled":{enabled}}}"#),
+        );
+        assert_eq!(status, 200, "setting the proxy enabled={enabled}");
+    }
+
+    /// The proxy as it was: enabled, no toxics.
+    pub fn reset(&self) {
+        assert_eq!(self.call("POST", "/reset", ""), 204, "toxiproxy reset");
+    }
+}
+
+/// A sink configuration that reaches the node only through the Toxiproxy proxy.
+pub fn proxied_cassandra_config(env: &Env, keyspace: &str) -> CassandraSinkConfig {
+    let mut config = cassandra_config(env, keyspace);
+    config.contact_points = vec![CASSANDRA_PROXY.to_owned()];
+    config
+        .address_map
+        .insert(env.cassandra.clone(), CASSANDRA_PROXY.to_owned());
+    config
+}

@@ -124,6 +124,11 @@ pub struct CassandraSinkConfig {
     /// delay, and a pipeline's live source pauses while the budget is used up, so a Cassandra
     /// that is down or slow stops consumption instead of filling memory.
     pub max_queued_rows: usize,
+    /// Node addresses as the cluster announces them (`ip:port`) mapped to the address to
+    /// connect to instead: for a cluster behind NAT, a port forward or a proxy (the
+    /// fault-injection tests reach the node through Toxiproxy so). Empty: connect as
+    /// announced.
+    pub address_map: std::collections::BTreeMap<String, String>,
     /// The calendar of the buckets: a window's bucket is its local day, month or year.
     #[serde(skip)]
     pub calendar: time::Calendar,
@@ -151,6 +156,7 @@ impl Default for CassandraSinkConfig {
             schema_timeout: DEFAULT_SCHEMA_TIMEOUT,
             runtime_threads: DEFAULT_RUNTIME_THREADS,
             max_queued_rows: DEFAULT_MAX_QUEUED_ROWS,
+            address_map: Default::default(),
             calendar: time::Calendar::Naive,
         }
     }

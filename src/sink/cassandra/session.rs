@@ -151,6 +151,29 @@ pub fn connect(config: &CassandraSinkConfig) -> Result<CassandraViews, Cassandra
     })
 }
 
+/// [`CassandraSinkConfig::address_map`] as the driver's translator: node address to the
+/// address to connect to.
+fn address_translator(
+    map: &std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::HashMap<std::net::SocketAddr, std::net::SocketAddr>, CassandraError> {
+    let parse = |text: &str| {
+        text.parse::<std::net::SocketAddr>().map_err(|e| {
+            CassandraError::Config(format!(
+                "address_map: {text:?} is not an ip:port address ({e})"
+            ))
+        })
+    };
+    let mut rules = std::collections::HashMap::new();
+    for (node, to) in map {
+        let to = parse(to)?;
+        rules.insert(parse(node)?, to);
+        // The driver also asks about the node it reached through a contact point, by the
+        // address it reached it at: an address already translated stays as it is.
+        rules.entry(to).or_insert(to);
+    }
+    Ok(rules)
+}
+
 pub(super) async fn open(config: &CassandraSinkConfig) -> Result<Shared, CassandraError> {
     let address = config.contact_points.join(", ");
     let unreachable = |source: Option<DriverError>| CassandraError::Unreachable {
@@ -166,6 +189,9 @@ pub(super) async fn open(config: &CassandraSinkConfig) -> Result<Shared, Cassand
     if let Some(user) = &config.username {
         let password = config.password.as_ref().map_or("", |p| p.expose());
         builder = builder.user(user, password);
+    }
+    if !config.address_map.is_empty() {
+        builder = builder.address_translator(Arc::new(address_translator(&config.address_map)?));
     }
     let builder = builder
         .known_nodes(&config.contact_points)
