@@ -338,6 +338,11 @@ pub struct CassandraSection {
     /// Client-side timeout of one request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Changed rows the process may hold unwritten (the speed layer's memory budget): the
+    /// Kafka source pauses while it is used up.
+    pub max_queued_rows: usize,
+    /// Node addresses as announced (`ip:port`) to the address to connect to (NAT, proxies).
+    pub address_map: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for CassandraSection {
@@ -358,6 +363,8 @@ impl Default for CassandraSection {
             batch_rows: d.batch_rows,
             connect_timeout: d.connect_timeout,
             request_timeout: d.request_timeout,
+            max_queued_rows: d.max_queued_rows,
+            address_map: d.address_map,
         }
     }
 }
@@ -557,6 +564,8 @@ impl ConfigFile {
             config.batch_rows = c.batch_rows;
             config.connect_timeout = c.connect_timeout;
             config.request_timeout = c.request_timeout;
+            config.max_queued_rows = c.max_queued_rows;
+            config.address_map = c.address_map.clone();
             config
                 .validate()
                 .map_err(|e| invalid("cassandra", e.to_string()))?;
