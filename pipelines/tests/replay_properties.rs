@@ -1060,3 +1060,36 @@ fn in_europe_paris_the_last_sundays_of_march_and_october_last_23_and_25_hours() 
     assert_eq!(history.readings + refused, naive.readings);
     assert_eq!(naive.rejected, 0);
 }
+
+#[test]
+fn replaying_part_of_a_month_into_a_full_output_keeps_the_windows_it_does_not_produce() {
+    let Some(input) = data_file("uci_first_30_days.txt") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let full = replay_views(&out, &[&input], 1);
+    // Three whole days from the middle of a month, alone in a file.
+    let text = std::fs::read_to_string(&input).unwrap();
+    let days = ["20/12/2006;", "21/12/2006;", "22/12/2006;"];
+    let mut part = format!("{UCI_HEADER}\r\n");
+    let mut rows = 0;
+    for line in text.lines().skip(1) {
+        if days.iter().any(|d| line.starts_with(d)) {
+            part.push_str(line.trim_end_matches('\r'));
+            part.push_str("\r\n");
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 3 * 1440, "the slice holds those three days whole");
+    let part_path = dir.path().join("three-days.txt");
+    std::fs::write(&part_path, part).unwrap();
+    for workers in [1, 2] {
+        let after = replay_views(&out, &[&part_path], workers);
+        assert_same_views(
+            &format!("after replaying three days with {workers} worker(s)"),
+            &after,
+            &full,
+        );
+    }
+}

@@ -295,7 +295,19 @@ mod tests {
 
     #[test]
     fn every_thousandth_survives_the_float_detour() {
-        // Each value goes through serde_json's f64 and back to text: never off by one.
+        // Written with an exponent and a fourth decimal, no value can take the fast path:
+        // each goes through serde_json's f64 and back to text, and must never be off by one.
+        for v in (0..1_000_000).chain((0..20_000).map(|k| 2_147_483_647 - k * 7_919)) {
+            let text = format!("{}.{:03}0e0", v / 1000, v % 1000);
+            assert_eq!(
+                parse_thousandths(text.as_bytes()),
+                None,
+                "{text} took the fast path"
+            );
+            let raw = RawValue::from_string(text.clone()).unwrap();
+            assert_eq!(measure("voltage", Some(&raw)), Ok(v), "{text}");
+        }
+        // The same values rendered as messages (the fast path) parse to the same readings.
         let limits = Limits {
             max_power_w: i32::MAX,
             voltage_mv: (0, i32::MAX),
@@ -303,7 +315,7 @@ mod tests {
             max_interval_s: 3600,
         };
         let mut r = reading();
-        for v in (0..1_000_000).chain((0..20_000).map(|k| 2_147_483_647 - k * 7_919)) {
+        for v in (0..1_000_000).step_by(997) {
             r.values = [v; MEASURES];
             r.interval_s = 3600;
             let back = parse_message(render_message(&r).as_bytes(), &limits, r.origin);

@@ -14,9 +14,9 @@
 //!   sinks for strict back-pressure) has passed it. With `limit` times in flight the source
 //!   reads nothing more, so the readings waiting in the graph stay bounded by about `limit`
 //!   batches whatever the speed of the sources and sinks.
-//! - A live source also counts its readings not yet confirmed by a probe after the speed-layer
-//!   sinks ([`Unconfirmed`]): past a budget it stops reading (the Kafka source pauses its
-//!   partitions), so a store that is down bounds memory instead of filling it.
+//! - A live source is also told by its speed-layer sinks when their memory budget is used up
+//!   ([`crate::source::kafka::Backpressure`]): it stops reading and pauses its partitions, so a
+//!   store that is down bounds memory instead of filling it.
 
 use std::collections::VecDeque;
 
@@ -110,60 +110,6 @@ impl InFlight {
     }
 }
 
-/// The readings a source emitted that a probe placed after the speed-layer sinks has not
-/// passed yet, by batch time: the source stops reading while `budget` or more of them are
-/// unconfirmed, so a store that is down or slow stops consumption instead of filling memory.
-///
-/// Only the times before the source's own capability count: the probe cannot pass the
-/// capability's time, so the batch being read at it is not held against the budget (the
-/// budget is meant to be far larger than one batch).
-#[derive(Debug)]
-pub struct Unconfirmed {
-    batches: VecDeque<(Time, u64)>,
-    budget: u64,
-}
-
-impl Unconfirmed {
-    /// At most `budget` (at least 1) readings ahead of the probe.
-    pub fn new(budget: u64) -> Unconfirmed {
-        Unconfirmed {
-            batches: VecDeque::new(),
-            budget: budget.max(1),
-        }
-    }
-
-    /// Forgets the batches the probe has passed and says whether the source must wait: the
-    /// readings at times before `now` still ahead of the probe are `budget` or more.
-    pub fn blocked(&mut self, now: Time, probe: &ProbeHandle<Time>) -> bool {
-        while self
-            .batches
-            .front()
-            .is_some_and(|(t, _)| !probe.less_equal(t))
-        {
-            self.batches.pop_front();
-        }
-        self.pending(now) >= self.budget
-    }
-
-    /// Readings at times before `now` not yet passed by the probe (as of the last
-    /// [`Unconfirmed::blocked`]).
-    pub fn pending(&self, now: Time) -> u64 {
-        self.batches
-            .iter()
-            .take_while(|(t, _)| *t < now)
-            .map(|(_, n)| n)
-            .sum()
-    }
-
-    /// Records that `readings` were emitted at `time` (times never go back).
-    pub fn sent(&mut self, time: Time, readings: u64) {
-        match self.batches.back_mut() {
-            Some((t, n)) if *t == time => *n += readings,
-            _ => self.batches.push_back((time, readings)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,32 +145,6 @@ mod tests {
         let mut strict = LatenessWatermark::new(-5, i64::MIN);
         strict.admit(100, i64::MIN).unwrap();
         assert_eq!(strict.admit(99, i64::MIN), Err(100));
-    }
-
-    #[test]
-    fn unconfirmed_readings_block_at_the_budget_until_the_probe_passes_them() {
-        use timely::dataflow::operators::{Input, Probe};
-        timely::execute_directly(|worker| {
-            let (mut input, probe) = worker.dataflow::<Time, _, _>(|scope| {
-                let (input, stream) = scope.new_input::<Vec<u8>>();
-                (input, stream.probe().0)
-            });
-            let mut pending = Unconfirmed::new(100);
-            pending.sent(0, 60);
-            pending.sent(0, 30);
-            pending.sent(1, 20);
-            // 90 before time 1; the batch at the capability's own time does not count.
-            assert!(!pending.blocked(1, &probe));
-            assert_eq!(pending.pending(1), 90);
-            // Once the source has moved on to 2, all 110 count: blocked.
-            assert!(pending.blocked(2, &probe));
-            input.advance_to(1);
-            while probe.less_than(&1) {
-                worker.step();
-            }
-            assert!(!pending.blocked(2, &probe));
-            assert_eq!(pending.pending(2), 20);
-        });
     }
 
     #[test]
