@@ -11,6 +11,8 @@
 //!     [--runs 3] [--households 100000 --seconds 30] [--rate 10000 --freshness-seconds 60]
 //! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- w4 \
 //!     [--runs 3] [--households 1000 --live-seconds 30]
+//! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- faults \
+//!     [--scenarios cassandra-down,cassandra-slow] [--households 10000 --seconds 120]
 //! ```
 //!
 //! Modules: [`w1`] (the history-replay workload), [`w2`] (the live stream), [`w4`] (history
@@ -19,6 +21,7 @@
 //! Polars in a Python venv), [`report`] (medians and the table), [`machine`] (what it ran on).
 
 mod check;
+mod faults;
 mod machine;
 mod measure;
 mod peers;
@@ -51,6 +54,10 @@ enum Workload {
     /// W4, history then live in one graph: the whole UCI file, then a live topic fed in real
     /// time; time from the history's end to live, and exact totals (needs Kafka and Cassandra).
     W4(w4::W4Args),
+    /// Faults: the live pipeline at a steady rate while Toxiproxy cuts or slows Cassandra;
+    /// readings lost and counted twice (must be 0), recovery time, peak RSS (needs
+    /// `scripts/services.sh up`).
+    Faults(faults::FaultsArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
         Workload::W1(args) => w1::run(args),
         Workload::W2(args) => w2::run(args),
         Workload::W4(args) => w4::run(args),
+        Workload::Faults(args) => faults::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

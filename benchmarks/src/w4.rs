@@ -105,7 +105,7 @@ struct W4Run {
 
 /// The value of one series (`name` or `name{labels}`, written as the exporter writes it) in
 /// Prometheus text.
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find(|l| l.rsplit_once(' ').map(|(s, _)| s) == Some(series))
@@ -113,7 +113,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn scrape(addr: &str) -> Option<String> {
+pub(crate) fn scrape(addr: &str) -> Option<String> {
     let mut conn = TcpStream::connect(addr).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -123,7 +123,7 @@ fn scrape(addr: &str) -> Option<String> {
     Some(out)
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

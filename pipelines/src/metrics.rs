@@ -18,6 +18,8 @@
 //! | `wattflow_kafka_lag` | gauge | `partition` (messages behind the partition's end) |
 //! | `wattflow_kafka_behind_real_time_seconds` | gauge | |
 //! | `wattflow_kafka_following` | gauge | (1 once the history is read) |
+//! | `wattflow_cassandra_rows_unwritten` | gauge | (queued or in flight; budget `max_queued_rows`) |
+//! | `wattflow_kafka_paused_workers` | gauge | (paused for the speed views' memory budget) |
 //! | `wattflow_dead_letters_pending` | gauge | |
 //! | `wattflow_watermark_lag_seconds` | gauge | (wall clock − the event-time watermark) |
 //! | `wattflow_history_bytes_total` | counter | |
@@ -218,6 +220,21 @@ impl Collector for PipelineCollector {
                 vec![],
                 f64::from(u8::from(p.kafka.following.load(Ordering::SeqCst))),
             )],
+        )?;
+        gauge(
+            &mut encoder,
+            "wattflow_cassandra_rows_unwritten",
+            "Changed speed-view rows queued or in flight (the budget is max_queued_rows).",
+            &[(
+                vec![],
+                (load(&p.cassandra.queued) + load(&p.cassandra.in_flight)) as f64,
+            )],
+        )?;
+        gauge(
+            &mut encoder,
+            "wattflow_kafka_paused_workers",
+            "Workers whose partitions are paused because the speed views are over their budget.",
+            &[(vec![], load(&p.kafka.paused_workers) as f64)],
         )?;
         gauge(
             &mut encoder,
