@@ -20,8 +20,6 @@
 //! Scenarios: `cassandra-down` (the proxy disabled: every connection cut, none accepted) and
 //! `cassandra-slow` (every answer 500 ms late, connections reset for the fault's first 5 s).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,17 +30,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use wattflow::generate::{Generator, GeneratorConfig};
 use wattflow::model::Granularity;
-use wattflow::simulate::{delete_topics, ensure_topic, ReadingProducer};
+use wattflow::simulate::{delete_topics, ensure_topic};
 use wattflow::sink::cassandra::{connect, read_view, CassandraSinkConfig};
 
+use crate::feed::{free_port, generator, metric, produce_in_real_time, scrape};
 use crate::machine::{now_utc, Machine};
 use crate::measure;
-use crate::w4::{free_port, metric, scrape};
-
-/// Where the proxy listens (see `scripts/services.sh`).
-const PROXY: &str = "127.0.0.1:19042";
+use wattflow_pipelines::toxiproxy::{Toxiproxy, CASSANDRA_PROXY, CASSANDRA_PROXY_NAME};
 
 /// Arguments of `wattflow-bench faults`.
 #[derive(Debug, Args)]
@@ -73,7 +68,7 @@ pub struct FaultsArgs {
     #[arg(long, default_value = "127.0.0.1:9042")]
     pub cassandra: String,
     /// Toxiproxy's API.
-    #[arg(long, default_value = "127.0.0.1:8474")]
+    #[arg(long, default_value = wattflow_pipelines::toxiproxy::DEFAULT_API)]
     pub toxiproxy: String,
     /// Partitions of the topic.
     #[arg(long, default_value_t = 4)]
@@ -113,71 +108,48 @@ struct FaultRun {
     wall_s: f64,
 }
 
-/// Toxiproxy's HTTP API, for the proxy `cassandra`.
-struct Toxiproxy(String);
-
-impl Toxiproxy {
-    fn call(&self, method: &str, path: &str, body: &str) -> Result<u16> {
-        let mut s =
-            TcpStream::connect(&self.0).with_context(|| format!("toxiproxy at {}", self.0))?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.0,
-            body.len()
-        )?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply)?;
-        reply
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .with_context(|| format!("toxiproxy answered {reply:?}"))
-    }
-
-    fn expect(&self, method: &str, path: &str, body: &str, ok: &[u16]) -> Result<()> {
-        let status = self.call(method, path, body)?;
-        ensure!(ok.contains(&status), "toxiproxy {method} {path}: {status}");
-        Ok(())
-    }
-
-    fn toxic(&self, name: &str, kind: &str, attributes: &str) -> Result<()> {
-        let body = format!(
-            r#"{{"name":"{name}","type":"{kind}","stream":"downstream","attributes":{attributes}}}"#
-        );
-        self.expect("POST", "/proxies/cassandra/toxics", &body, &[200])
-    }
-
-    fn begin(&self, scenario: &str) -> Result<()> {
-        match scenario {
-            "cassandra-down" => {
-                self.expect("POST", "/proxies/cassandra", r#"{"enabled":false}"#, &[200])
-            }
-            "cassandra-slow" => {
-                self.toxic("slow", "latency", r#"{"latency":500,"jitter":100}"#)?;
-                self.toxic("reset", "reset_peer", r#"{"timeout":0}"#)
-            }
-            other => bail!("unknown scenario {other:?} (cassandra-down, cassandra-slow)"),
+/// Starts `scenario`'s fault.
+fn begin(proxy: &Toxiproxy, scenario: &str) -> Result<()> {
+    match scenario {
+        "cassandra-down" => proxy.enable(false)?,
+        "cassandra-slow" => {
+            proxy.add("slow", "latency", r#"{"latency":500,"jitter":100}"#)?;
+            proxy.add("reset", "reset_peer", r#"{"timeout":0}"#)?;
         }
+        other => bail!("unknown scenario {other:?} (cassandra-down, cassandra-slow)"),
     }
+    Ok(())
+}
 
-    /// Called every second of the fault with the seconds since it began.
-    fn during(&self, scenario: &str, elapsed_s: u32) -> Result<()> {
-        if scenario == "cassandra-slow" && elapsed_s == 5 {
-            self.expect("DELETE", "/proxies/cassandra/toxics/reset", "", &[204, 404])?;
-        }
-        Ok(())
+/// Called every second of the fault with the seconds since it began.
+fn during(proxy: &Toxiproxy, scenario: &str, elapsed_s: u32) -> Result<()> {
+    if scenario == "cassandra-slow" && elapsed_s == 5 {
+        proxy.remove("reset")?;
     }
+    Ok(())
+}
 
-    fn reset(&self) -> Result<()> {
-        self.expect("POST", "/reset", "", &[204])
+impl FaultRun {
+    /// The scenario's row of the table.
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} MiB |",
+            self.scenario,
+            self.produced,
+            self.lost,
+            self.doubled,
+            self.recovery_s
+                .map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s")),
+            self.pauses,
+            self.peak_unwritten_rows,
+            self.retries,
+            self.peak_rss_mib
+        )
     }
 }
 
 fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> Result<FaultRun> {
-    let proxy = Toxiproxy(args.toxiproxy.clone());
+    let proxy = Toxiproxy::new(&args.toxiproxy, CASSANDRA_PROXY_NAME);
     proxy.reset()?;
     let tag = format!(
         "faults_{}_{}",
@@ -189,8 +161,8 @@ fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> R
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic = \"{tag}\"\n\n[cassandra]\ncontact_points = [\"{PROXY}\"]\n\
-             keyspace = \"{tag}\"\naddress_map = {{ \"{}\" = \"{PROXY}\" }}\n",
+            "[kafka]\nbrokers = \"{}\"\ntopic = \"{tag}\"\n\n[cassandra]\ncontact_points = [\"{CASSANDRA_PROXY}\"]\n\
+             keyspace = \"{tag}\"\naddress_map = {{ \"{}\" = \"{CASSANDRA_PROXY}\" }}\n",
             args.brokers, args.cassandra
         ),
     )?;
@@ -242,45 +214,33 @@ fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> R
         })
     };
 
-    let generator = Generator::new(GeneratorConfig {
-        households: args.households,
-        missing_rate: 0.0,
-        ..GeneratorConfig::default()
-    });
-    let mut producer = ReadingProducer::new(&args.brokers, &tag)?;
     // Let the pipeline connect (through the proxy) before the first reading.
     thread::sleep(Duration::from_secs(3));
-    let first = wattflow::time::now_unix_ms() / 1000 * 1000 + 1000;
-    let t0 = Instant::now();
-    let mut produced = 0u64;
     let fault_end_s = args.fault_at + args.fault_seconds;
-    for second in 0..args.seconds {
-        let at = t0 + Duration::from_secs(u64::from(second));
-        if let Some(wait) = at.checked_duration_since(Instant::now()) {
-            thread::sleep(wait);
-        }
-        if second == args.fault_at {
-            proxy.begin(scenario)?;
-        } else if second > args.fault_at && second < fault_end_s {
-            proxy.during(scenario, second - args.fault_at)?;
-        } else if second == fault_end_s {
-            proxy.reset()?;
-            *fault_end.lock().expect("fault end") = Some(Instant::now());
-        }
-        let ts = first + i64::from(second) * 1000;
-        for h in 1..=args.households {
-            ensure!(
-                producer.send(&generator.reading(h, ts, 1)),
-                "producer refused"
-            );
-            produced += 1;
-        }
-    }
-    if fault_end_s >= args.seconds {
+    let mark_end = || -> Result<()> {
         proxy.reset()?;
         *fault_end.lock().expect("fault end") = Some(Instant::now());
+        Ok(())
+    };
+    let (produced, first) = produce_in_real_time(
+        &args.brokers,
+        &tag,
+        args.households,
+        args.seconds,
+        |second| {
+            if second == args.fault_at {
+                begin(&proxy, scenario)?;
+            } else if second > args.fault_at && second < fault_end_s {
+                during(&proxy, scenario, second - args.fault_at)?;
+            } else if second == fault_end_s {
+                mark_end()?;
+            }
+            Ok(())
+        },
+    )?;
+    if fault_end_s >= args.seconds {
+        mark_end()?;
     }
-    producer.flush(Duration::from_secs(60))?;
     let measured = child.join().expect("pipeline thread")?;
     done.store(true, Ordering::Relaxed);
     scraper.join().ok();
@@ -295,6 +255,7 @@ fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> R
     })?;
     let (mut lost, mut doubled) = (0u64, 0u64);
     let want = u64::from(args.seconds);
+    let generator = generator(args.households);
     for h in 1..=args.households {
         let meter = generator.meter(h);
         let got: u64 = read_view(
@@ -346,18 +307,7 @@ pub fn run(args: FaultsArgs) -> Result<()> {
     let mut runs = Vec::new();
     for scenario in &args.scenarios {
         let r = one_scenario(&args, &bin, &work, scenario)?;
-        eprintln!(
-            "  {}: {} produced, {} lost, {} doubled, recovery {}, {} pauses, {} retries, {:.0} MiB",
-            r.scenario,
-            r.produced,
-            r.lost,
-            r.doubled,
-            r.recovery_s
-                .map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s")),
-            r.pauses,
-            r.retries,
-            r.peak_rss_mib
-        );
+        eprintln!("  {}", r.row());
         runs.push(r);
     }
     let mut table = format!(
@@ -380,19 +330,8 @@ pub fn run(args: FaultsArgs) -> Result<()> {
         args.workers
     );
     for r in &runs {
-        table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} MiB |\n",
-            r.scenario,
-            r.produced,
-            r.lost,
-            r.doubled,
-            r.recovery_s
-                .map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s")),
-            r.pauses,
-            r.peak_unwritten_rows,
-            r.retries,
-            r.peak_rss_mib
-        ));
+        table.push_str(&r.row());
+        table.push('\n');
     }
     std::fs::create_dir_all(&args.out)?;
     std::fs::write(args.out.join("faults.md"), &table)?;

@@ -22,6 +22,7 @@
 
 mod check;
 mod faults;
+mod feed;
 mod machine;
 mod measure;
 mod peers;

@@ -16,8 +16,6 @@
 //!    checked: the readings in the day view equal the history's valid rows plus the readings
 //!    produced, nothing lost and nothing counted twice at the switch.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,9 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use serde::Serialize;
-use wattflow::generate::{Generator, GeneratorConfig};
-use wattflow::simulate::{delete_topics, ensure_topic, ReadingProducer};
+use wattflow::simulate::{delete_topics, ensure_topic};
 
+use crate::feed::{free_port, metric, produce_in_real_time, scrape};
 use crate::machine::{now_utc, Machine};
 use crate::measure;
 use crate::report::median;
@@ -103,32 +101,6 @@ struct W4Run {
     peak_rss_mib: f64,
 }
 
-/// The value of one series (`name` or `name{labels}`, written as the exporter writes it) in
-/// Prometheus text.
-pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| l.rsplit_once(' ').map(|(s, _)| s) == Some(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-pub(crate) fn scrape(addr: &str) -> Option<String> {
-    let mut conn = TcpStream::connect(addr).ok()?;
-    conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    conn.read_to_string(&mut out).ok()?;
-    Some(out)
-}
-
-pub(crate) fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 fn unix_ms() -> i64 {
     wattflow::time::now_unix_ms()
 }
@@ -190,30 +162,13 @@ fn one_run(args: &W4Args, bin: &Path, input: &Path, work: &Path, run: usize) -> 
     };
 
     // The producer: every household once a second, in real time.
-    let generator = Generator::new(GeneratorConfig {
-        households: args.households,
-        missing_rate: 0.0,
-        ..GeneratorConfig::default()
-    });
-    let mut producer = ReadingProducer::new(&args.brokers, &tag)?;
-    let first = unix_ms() / 1000 * 1000 + 1000;
-    let t0 = Instant::now();
-    let mut produced = 0u64;
-    for second in 0..args.live_seconds {
-        let at = t0 + Duration::from_secs(u64::from(second));
-        if let Some(wait) = at.checked_duration_since(Instant::now()) {
-            thread::sleep(wait);
-        }
-        let ts = first + i64::from(second) * 1000;
-        for h in 1..=args.households {
-            ensure!(
-                producer.send(&generator.reading(h, ts, 1)),
-                "producer refused"
-            );
-            produced += 1;
-        }
-    }
-    producer.flush(Duration::from_secs(60))?;
+    let (produced, _) = produce_in_real_time(
+        &args.brokers,
+        &tag,
+        args.households,
+        args.live_seconds,
+        |_| Ok(()),
+    )?;
     let measured = child.join().expect("pipeline thread")?;
     done.store(true, Ordering::Relaxed);
     scraper.join().ok();

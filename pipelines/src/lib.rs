@@ -13,6 +13,7 @@ pub mod live;
 pub mod metrics;
 pub mod recovery;
 pub mod replay;
+pub mod toxiproxy;
 
 pub use graph::{Cluster, ClusterError, Pipeline, PipelineError, Progress, RunSummary};
 pub use live::{Live, LiveError, LiveSummary};

@@ -458,7 +458,7 @@ fn cassandra_answering_slowly_and_resetting_connections_loses_nothing() {
         return;
     };
     let _exclusive = SERVERS.write().unwrap();
-    proxy.reset();
+    proxy.reset().expect("toxiproxy reset");
     let topic = unique("slow");
     let keyspace = unique("wf_slow");
     let published = publish_file(&env, &topic, &file, 2);
@@ -475,18 +475,22 @@ fn cassandra_answering_slowly_and_resetting_connections_loses_nothing() {
     });
     std::thread::sleep(Duration::from_secs(3));
     // Every answer 500 ms late, then, for a few seconds, every connection reset as it speaks.
-    proxy.add("slow", "latency", r#"{"latency":500,"jitter":100}"#);
+    proxy
+        .add("slow", "latency", r#"{"latency":500,"jitter":100}"#)
+        .expect("latency toxic");
     std::thread::sleep(Duration::from_secs(8));
-    proxy.add("reset", "reset_peer", r#"{"timeout":0}"#);
+    proxy
+        .add("reset", "reset_peer", r#"{"timeout":0}"#)
+        .expect("reset toxic");
     std::thread::sleep(Duration::from_secs(4));
-    proxy.remove("reset");
+    proxy.remove("reset").expect("remove reset");
     std::thread::sleep(Duration::from_secs(8));
-    proxy.remove("slow");
+    proxy.remove("slow").expect("remove latency");
     let summary = live
         .join()
         .unwrap()
         .expect("the run survives a slow, resetting Cassandra");
-    proxy.reset();
+    proxy.reset().expect("toxiproxy reset");
     let cassandra = summary.run.cassandra.clone().unwrap_or_default();
     assert!(cassandra.retries > 0, "no write was retried: {summary:?}");
     assert_eq!(cassandra.write_errors, 0, "{summary:?}");

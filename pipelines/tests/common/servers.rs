@@ -12,6 +12,7 @@ use wattflow::sink::cassandra::{
     connect, read_view, CassandraRow, CassandraSinkConfig, CassandraViews,
 };
 use wattflow::source::kafka::KafkaSourceConfig;
+use wattflow_pipelines::toxiproxy::{Toxiproxy, CASSANDRA_PROXY, CASSANDRA_PROXY_NAME};
 use wattflow_pipelines::Replay;
 
 /// Servers restarted by one test must not be in use by the others at that moment.
@@ -250,11 +251,11 @@ pub fn publish_file(env: &Env, topic: &str, file: &Path, partitions: i32) -> u64
 }
 
 /// Toxiproxy's API (`WATTFLOW_TOXIPROXY`, e.g. `127.0.0.1:8474`, started by
-/// `scripts/services.sh up` with a proxy `cassandra` on 127.0.0.1:19042 to the node). `None`
-/// (skip) without it, except under `CI=true`, where it fails.
+/// `scripts/services.sh up` with a proxy `cassandra` on 127.0.0.1:19042 to the node), acting on
+/// that proxy. `None` (skip) without it, except under `CI=true`, where it fails.
 pub fn toxiproxy() -> Option<Toxiproxy> {
     match std::env::var("WATTFLOW_TOXIPROXY") {
-        Ok(api) if !api.is_empty() => Some(Toxiproxy { api }),
+        Ok(api) if !api.is_empty() => Some(Toxiproxy::new(api, CASSANDRA_PROXY_NAME)),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("CI=true but WATTFLOW_TOXIPROXY is not set: start scripts/services.sh up")
         }
@@ -262,73 +263,6 @@ pub fn toxiproxy() -> Option<Toxiproxy> {
             eprintln!("SKIPPED: set WATTFLOW_TOXIPROXY (scripts/services.sh up)");
             None
         }
-    }
-}
-
-/// A client of Toxiproxy's HTTP API, for the proxy `cassandra`.
-pub struct Toxiproxy {
-    api: String,
-}
-
-/// The address the Cassandra proxy listens on.
-pub const CASSANDRA_PROXY: &str = "127.0.0.1:19042";
-
-impl Toxiproxy {
-    /// One request; returns the status code.
-    fn call(&self, method: &str, path: &str, body: &str) -> u16 {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&self.api).expect("toxiproxy API");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.api,
-            body.len()
-        )
-        .unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).unwrap();
-        reply
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("toxiproxy answered {reply:?}"))
-    }
-
-    /// Adds toxic `name` of `kind` with `attributes` (JSON) to the `cassandra` proxy.
-    pub fn add(&self, name: &str, kind: &str, attributes: &str) {
-        let body = format!(
-            r#"{{"name":"{name}","type":"{kind}","stream":"downstream","toxicity":1.0,"attributes":{attributes}}}"#
-        );
-        let status = self.call("POST", "/proxies/cassandra/toxics", &body);
-        assert_eq!(status, 200, "adding toxic {name}");
-    }
-
-    /// Removes toxic `name` from the `cassandra` proxy (absent: nothing to do).
-    pub fn remove(&self, name: &str) {
-        let status = self.call("DELETE", &format!("/proxies/cassandra/toxics/{name}"), "");
-        assert!(
-            status == 204 || status == 404,
-            "removing toxic {name}: {status}"
-        );
-    }
-
-    /// Enables or disables the `cassandra` proxy (disabled: every connection is cut).
-    pub fn enable(&self, enabled: bool) {
-        let status = self.call(
-            "POST",
-            "/proxies/cassandra",
-            &format!(r#"{{"enabled":{enabled}}}"#),
-        );
-        assert_eq!(status, 200, "setting the proxy enabled={enabled}");
-    }
-
-    /// The proxy as it was: enabled, no toxics.
-    pub fn reset(&self) {
-        assert_eq!(self.call("POST", "/reset", ""), 204, "toxiproxy reset");
     }
 }
 
