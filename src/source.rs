@@ -9,6 +9,7 @@ pub mod file;
 pub mod handover;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod order;
 pub mod progress;
 
 use timely::container::CapacityContainerBuilder;

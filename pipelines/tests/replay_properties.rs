@@ -154,6 +154,116 @@ fn two_workers_write_the_same_bytes_as_one_for_three_households() {
     assert_eq!(got, expect);
 }
 
+/// `text`'s data rows out of order: a few rows (one in about seventy) are moved `1..=40`
+/// rows later in the file, so with one row a minute those moved more than ten rows are too
+/// late for the default ten minutes of lateness and the others still count.
+fn disordered(text: &str, seed: u64) -> String {
+    let mut lines = text.lines().filter(|l| !l.is_empty());
+    let header = lines.next().unwrap();
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let mut keyed: Vec<(u64, &str)> = lines
+        .enumerate()
+        .map(|(i, l)| {
+            let shift = if next() % 70 == 0 { 1 + next() % 40 } else { 0 };
+            (2 * (i as u64 + shift) + u64::from(shift > 0), l)
+        })
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    let mut out = format!("{header}\r\n");
+    for (_, l) in keyed {
+        out.push_str(l.trim_end_matches('\r'));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The files a replay wrote, with `rejected.csv` as its sorted records (workers refuse rows
+/// in parallel, so only the set of refusals is theirs to agree on).
+fn outputs(out: &Path) -> (BTreeMap<String, Vec<u8>>, Vec<Vec<String>>) {
+    let mut files = snapshot(out);
+    let csv = files.remove("rejected.csv").expect("rejected.csv");
+    let mut records = parse_csv(std::str::from_utf8(&csv).unwrap());
+    assert_eq!(
+        records.first().map(|h| h[0].as_str()),
+        Some("file"),
+        "header"
+    );
+    records.remove(0);
+    records.sort();
+    (files, records)
+}
+
+#[test]
+fn out_of_order_input_gives_the_same_views_and_refusals_for_any_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let uci = std::fs::read_to_string(uci_input(dir.path())).unwrap();
+    let one = dir.path().join("one-household.txt");
+    std::fs::write(&one, disordered(&uci, 7)).unwrap();
+    let three = generated(dir.path(), 3, 4);
+    let three_text = std::fs::read_to_string(&three).unwrap();
+    let three_disordered = dir.path().join("three-households.txt");
+    std::fs::write(&three_disordered, disordered(&three_text, 11)).unwrap();
+
+    for (what, inputs) in [
+        ("one file", vec![one.clone()]),
+        ("two files", vec![three_disordered.clone(), one.clone()]),
+    ] {
+        let mut first = None;
+        for workers in [1, 2, 3] {
+            let out = dir
+                .path()
+                .join(format!("{}-{workers}", what.replace(' ', "-")));
+            // Chunks of a few dozen rows: moved rows land in other workers' chunks.
+            let mut job = Replay::new(&out).workers(workers).chunk_bytes(4 * 1024);
+            for i in &inputs {
+                job = job.input(i);
+            }
+            let s = job
+                .run()
+                .unwrap_or_else(|e| panic!("{what}, {workers}: {e}"));
+            let (files, refused) = outputs(&out);
+            let late = refused
+                .iter()
+                .filter(|r| r[2].to_lowercase().contains("too late"))
+                .count() as u64;
+            assert!(late > 10, "{what}: moved rows are refused as late ({late})");
+            assert_eq!(
+                refused.len() as u64,
+                s.rejected,
+                "{what}, {workers}: refusals"
+            );
+            let summary = (s.rows, s.readings, s.missing, s.rejected);
+            match &first {
+                None => first = Some((files, refused, summary)),
+                Some((files1, refused1, summary1)) => {
+                    assert_eq!(&summary, summary1, "{what}: {workers} workers vs 1: counts");
+                    assert_eq!(
+                        &refused, refused1,
+                        "{what}: {workers} workers vs 1: refusals"
+                    );
+                    assert_eq!(
+                        files.keys().collect::<Vec<_>>(),
+                        files1.keys().collect::<Vec<_>>(),
+                        "{what}: {workers} workers vs 1: files"
+                    );
+                    for (name, bytes) in &files {
+                        assert!(
+                            files1[name] == *bytes,
+                            "{what}: {workers} workers vs 1: {name} differs"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The `(meter, window_start)` keys of a Parquet file in file order, and its row groups.
 fn file_keys(file: &Path) -> (Vec<(String, i64)>, usize) {
     use arrow_array::cast::AsArray;

@@ -213,6 +213,7 @@ impl ChunkReader for ParquetShare {
             .map_err(|e| perr(&self.path, e))?;
         // Progress in bytes of the file.
         let mut chunk = Chunk {
+            index: group as u64,
             bytes: compressed,
             ..Chunk::default()
         };

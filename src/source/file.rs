@@ -9,17 +9,22 @@
 //! whole to one worker. Parquet row groups are dealt like chunks.
 //!
 //! # Watermarks
-//! Each input keeps its own watermark (largest event time seen minus the allowed lateness, a
-//! [`LatenessWatermark`] judged the same way as a Kafka partition's); the
-//! worker holds its capability at the least watermark of its unfinished inputs and always reads
-//! next from the input that is furthest behind, so several files covering the same period
-//! (several households) are merged in time. A row behind its input's watermark is refused as
-//! too late. With several workers on one file, lateness is judged per chunk sequence of each
-//! worker; for files in time order (as history files are) this changes nothing.
+//! "Too late" is judged against the input's file order, never against what one worker happened
+//! to read, so the same input gives the same views and the same refusals for any number of
+//! workers (see [`crate::source::order`]): chunks are cut the same way whatever the worker
+//! count, every chunk's largest event time is broadcast to all workers, and a row of chunk `k`
+//! is too late when it is more than the allowed lateness behind the largest time of the rows
+//! before it in the file (chunks `0..k` and the earlier rows of its own chunk). A worker judges
+//! a chunk once the maxima of every earlier chunk of its input are known; it holds its
+//! capability at the least watermark of its unfinished inputs and reads next from the input
+//! that is furthest behind, so several files covering the same period (several households) are
+//! merged in time.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +37,8 @@ use crate::error::RunErrors;
 use crate::format::text::{DateCache, HeaderError, Line, TextFormat};
 use crate::model::{Limits, MeterId, Origin, Reading, RejectReason};
 use crate::source::handover::HistoryEnds;
-use crate::source::progress::{InFlight, LatenessWatermark};
+use crate::source::order::{FileOrder, FAILED_CHUNK};
+use crate::source::progress::InFlight;
 use crate::source::{Rejection, SourceOperator};
 use crate::time::format_iso;
 use crate::Time;
@@ -206,6 +212,9 @@ pub enum ParquetFault {
 /// What one chunk of input held.
 #[derive(Debug, Default)]
 pub struct Chunk {
+    /// The chunk's place in its input, from 0: the same for any worker count (see
+    /// [`crate::source::order`]).
+    pub index: u64,
     /// Valid readings, in file order.
     pub readings: Vec<Reading>,
     /// Refused rows.
@@ -577,6 +586,7 @@ impl ChunkReader for TextShare {
         }
         let start = self.line_start_at_or_after(nominal)?;
         let end = self.line_start_at_or_after(nominal + self.chunk_bytes)?;
+        let index = self.next_chunk;
         self.next_chunk += self.peers;
         // Count the lines of the chunks between the last one and this one.
         self.count_lines_to(start)?;
@@ -591,6 +601,7 @@ impl ChunkReader for TextShare {
         )?;
         let mut line_no = self.line_at_counted;
         let mut chunk = Chunk {
+            index,
             bytes: end - start,
             ..Chunk::default()
         };
@@ -637,6 +648,8 @@ struct StreamShare {
     chunk_bytes: usize,
     max_line: usize,
     line_no: u64,
+    /// Chunks read so far.
+    chunks: u64,
     done: bool,
     dates: DateCache,
     line: Vec<u8>,
@@ -660,6 +673,7 @@ impl StreamShare {
             chunk_bytes: config.chunk_bytes.max(1),
             max_line: config.max_line_bytes,
             line_no: 1,
+            chunks: 0,
             done: false,
             dates: DateCache::default(),
             line: Vec::with_capacity(256),
@@ -672,7 +686,11 @@ impl ChunkReader for StreamShare {
         if self.done {
             return Ok(None);
         }
-        let mut chunk = Chunk::default();
+        let mut chunk = Chunk {
+            index: self.chunks,
+            ..Chunk::default()
+        };
+        self.chunks += 1;
         // Chunks are cut by text bytes; progress is reported in bytes of the file.
         let mut text_bytes = 0u64;
         while text_bytes < self.chunk_bytes as u64 {
@@ -725,12 +743,25 @@ pub fn render_reading(r: &Reading) -> String {
     )
 }
 
+/// One input a worker reads.
 struct InputState {
+    /// The input's place in [`FileSourceConfig::inputs`].
+    index: u32,
     reader: Box<dyn ChunkReader>,
-    /// Judges each row of this input.
-    lateness: LatenessWatermark,
-    /// The watermark as of the last chunk's end: what the capability follows.
+    /// `P - lateness` after the last chunk this worker judged (see [`crate::source::order`]):
+    /// what the capability follows for this input.
     watermark: i64,
+    /// A parsed chunk waiting for the maxima of the chunks before it.
+    pending: Option<Prepared>,
+    /// The share is read to its end.
+    done: bool,
+}
+
+/// A parsed chunk whose rows that count are known, not yet judged for lateness.
+struct Prepared {
+    chunk: Chunk,
+    /// The largest event time of its rows that count (`i64::MIN`: none).
+    max: i64,
 }
 
 /// Streams returned by [`file_source`].
@@ -748,12 +779,95 @@ pub struct FileStreams<'scope> {
 /// Chunks a worker may have in flight beyond the progress of `flow` (see [`file_source`]).
 pub const DEFAULT_CHUNKS_IN_FLIGHT: usize = 4;
 
+/// What the source does with a chunk's rows before and after the lateness judgement.
+struct Judge<'a> {
+    config: &'a FileSourceConfig,
+    stats: &'a SourceStats,
+    ends: &'a mut HistoryEnds,
+}
+
+impl Judge<'_> {
+    /// Puts the chunk's readings in UTC, sets aside those after the switch to live and those
+    /// already durable (before the restart floor), and finds the largest time of the rest.
+    fn prepare(&mut self, mut chunk: Chunk) -> Prepared {
+        let switch_at = self.config.switch_at.unwrap_or(i64::MAX);
+        let resume_from = self.config.resume_from.unwrap_or(i64::MIN);
+        let zoned = self.config.calendar.is_zoned();
+        let (mut after_switch, mut skipped, mut max) = (0u64, 0u64, i64::MIN);
+        let ends = &mut *self.ends;
+        chunk.readings.retain_mut(|r| {
+            if zoned {
+                r.ts = self.config.calendar.from_local(r.ts);
+            }
+            if r.ts >= switch_at {
+                after_switch += 1;
+                return false;
+            }
+            if r.ts < resume_from {
+                ends.note(r.meter, r.ts.saturating_add(r.interval_s as i64 * 1000));
+                skipped += 1;
+                return false;
+            }
+            max = max.max(r.ts);
+            true
+        });
+        if after_switch > 0 {
+            self.stats
+                .after_switch
+                .fetch_add(after_switch, Ordering::Relaxed);
+        }
+        if skipped > 0 {
+            self.stats
+                .already_durable
+                .fetch_add(skipped, Ordering::Relaxed);
+        }
+        Prepared { chunk, max }
+    }
+
+    /// Judges a prepared chunk whose prefix (the largest time of the chunks before it) is
+    /// `prefix`: a reading before the largest time seen before it minus the lateness is
+    /// refused. Each reading kept gets its bar (clamped at 0) as its graph time in `times`, a
+    /// function of the file order alone, so duplicates across inputs fold in the same order
+    /// whatever the worker count. Returns the watermark after the chunk.
+    fn judge(&mut self, prepared: &mut Prepared, prefix: i64, times: &mut Vec<Time>) -> i64 {
+        let lateness = self.config.lateness_ms.max(0);
+        let chunk = &mut prepared.chunk;
+        let mut seen = prefix;
+        let rejected = &mut chunk.rejected;
+        let ends = &mut *self.ends;
+        chunk.readings.retain(|r| {
+            let bar = seen.saturating_sub(lateness);
+            if r.ts < bar {
+                rejected.push(Rejection::new(
+                    r.origin,
+                    RejectReason::TooLate {
+                        ts: format_iso(r.ts),
+                        watermark: format_iso(bar),
+                    },
+                    render_reading(r),
+                ));
+                return false;
+            }
+            times.push(bar.max(0) as Time);
+            seen = seen.max(r.ts);
+            ends.note(r.meter, r.ts.saturating_add(r.interval_s as i64 * 1000));
+            true
+        });
+        debug_assert_eq!(seen, prefix.max(prepared.max));
+        seen.saturating_sub(lateness)
+    }
+}
+
 /// Replays `config.inputs` into the graph; see the module docs. Fatal errors (a file vanishing
 /// mid-run) are pushed to `errors` and end that input.
 ///
 /// `flow` is a probe placed downstream (after the aggregation): a worker reads a new chunk only
 /// while fewer than [`DEFAULT_CHUNKS_IN_FLIGHT`] of its earlier chunks are still ahead of the
 /// probe, so a fast worker cannot run ahead of a slow one and pile readings up in memory.
+///
+/// Each chunk's maximum is broadcast to every worker, and a chunk is judged for lateness once
+/// the maxima of all chunks before it are known ([`crate::source::order`]): the same refusals
+/// for any worker count.
 pub fn file_source<'scope>(
     scope: Scope<'scope, Time>,
     config: Arc<FileSourceConfig>,
@@ -761,6 +875,10 @@ pub fn file_source<'scope>(
     errors: RunErrors,
     flow: Option<ProbeHandle<Time>>,
 ) -> FileStreams<'scope> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::operator::Operator;
+    use timely::dataflow::operators::vec::Broadcast;
+
     let worker = scope.index();
     let peers = scope.peers();
     let SourceOperator {
@@ -774,6 +892,31 @@ pub fn file_source<'scope>(
     let (ends_out, ends_stream) = builder.new_output();
     let mut ends_out =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<(MeterId, i64)>>>::from(ends_out);
+    let (maxima_out, maxima) = builder.new_output();
+    let mut maxima_out =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<(u32, u64, i64)>>>::from(maxima_out);
+
+    // Every worker hears every chunk's maximum, into the record its source reads.
+    let order = Rc::new(RefCell::new(FileOrder::default()));
+    {
+        let order = Rc::clone(&order);
+        let activator = activator.clone();
+        maxima
+            .broadcast()
+            .sink(Pipeline, "FileOrder", move |(input, _frontier)| {
+                let mut heard = false;
+                input.for_each(|_time, data| {
+                    let mut order = order.borrow_mut();
+                    for &(index, chunk, max) in data.iter() {
+                        order.record(index, chunk, max);
+                    }
+                    heard = true;
+                });
+                if heard {
+                    activator.activate();
+                }
+            });
+    }
 
     builder.build(move |capabilities| {
         let mut caps = Some(capabilities);
@@ -781,109 +924,132 @@ pub fn file_source<'scope>(
         let mut opened = false;
         let mut in_flight = InFlight::new(DEFAULT_CHUNKS_IN_FLIGHT);
         let mut ends = HistoryEnds::default();
-        let switch_at = config.switch_at.unwrap_or(i64::MAX);
-        let resume_from = config.resume_from.unwrap_or(i64::MIN);
+        let mut times: Vec<Time> = Vec::new();
         move |_frontiers| {
             let Some(current) = caps.as_mut() else {
                 return;
             };
-            if let Some(probe) = &flow {
-                if in_flight.blocked(*current[0].time(), probe) {
-                    activator.activate_after(Duration::from_micros(200));
-                    return;
-                }
-            }
             if !opened {
                 opened = true;
                 for index in 0..config.inputs.len() as u32 {
                     match open_share(index, &config, worker, peers) {
                         Ok(Some(reader)) => inputs.push(InputState {
+                            index,
                             reader,
-                            lateness: LatenessWatermark::new(config.lateness_ms, i64::MIN),
                             watermark: i64::MIN,
+                            pending: None,
+                            done: false,
                         }),
                         Ok(None) => {}
                         Err(e) => errors.push(e),
                     }
                 }
             }
-            // Read from the input furthest behind, so inputs advance together in time.
-            let next = inputs
-                .iter()
-                .enumerate()
-                .min_by_key(|(i, s)| (s.watermark, *i))
-                .map(|(i, _)| i);
-            if let Some(i) = next {
-                match inputs[i].reader.next_chunk() {
-                    Ok(Some(mut chunk)) => {
-                        let time = *current[0].time();
-                        in_flight.sent(time);
-                        let state = &mut inputs[i];
-                        let mut readings_handle = readings_out.activate();
-                        let mut session = readings_handle.session(&current[0]);
-                        let readings = std::mem::take(&mut chunk.readings);
-                        let mut emitted = 0u64;
-                        let mut after_switch = 0u64;
-                        let mut skipped = 0u64;
-                        // Per-row watermark: a row is late if it is behind the largest event
-                        // time seen before it (in this input) by more than the lateness.
-                        let zoned = config.calendar.is_zoned();
-                        for mut r in readings {
-                            if zoned {
-                                r.ts = config.calendar.from_local(r.ts);
-                            }
-                            if r.ts >= switch_at {
-                                after_switch += 1;
-                                continue;
-                            }
-                            if r.ts < resume_from {
-                                ends.note(r.meter, r.ts.saturating_add(r.interval_s as i64 * 1000));
-                                skipped += 1;
-                                continue;
-                            }
-                            if let Err(bar) = state.lateness.admit(r.ts, state.watermark) {
-                                chunk.rejected.push(Rejection::new(
-                                    r.origin,
-                                    RejectReason::TooLate {
-                                        ts: format_iso(r.ts),
-                                        watermark: format_iso(bar),
-                                    },
-                                    render_reading(&r),
-                                ));
-                                continue;
-                            }
-                            ends.note(r.meter, r.ts.saturating_add(r.interval_s as i64 * 1000));
-                            session.give((r, time, 1));
-                            emitted += 1;
+            let mut judge = Judge {
+                config: &config,
+                stats: &stats,
+                ends: &mut ends,
+            };
+            // Judge and emit the chunks whose earlier maxima are all known, then read one
+            // more chunk unless the graph has too many of this worker's chunks in hand.
+            let mut reading = None;
+            let blocked = flow
+                .as_ref()
+                .is_some_and(|probe| in_flight.blocked(*current[0].time(), probe));
+            if !blocked {
+                // Read from the input furthest behind, so inputs advance together in time.
+                reading = inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.pending.is_none() && !s.done)
+                    .min_by_key(|(i, s)| (s.watermark, *i))
+                    .map(|(i, _)| i);
+            }
+            if let Some(i) = reading {
+                let state = &mut inputs[i];
+                match state.reader.next_chunk() {
+                    Ok(Some(chunk)) => {
+                        let prepared = judge.prepare(chunk);
+                        let index = state.index;
+                        order
+                            .borrow_mut()
+                            .record(index, prepared.chunk.index, prepared.max);
+                        if peers > 1 {
+                            maxima_out.activate().session(&current[3]).give((
+                                index,
+                                prepared.chunk.index,
+                                prepared.max,
+                            ));
                         }
-                        drop(session);
-                        stats.readings.fetch_add(emitted, Ordering::Relaxed);
-                        if after_switch > 0 {
-                            stats
-                                .after_switch
-                                .fetch_add(after_switch, Ordering::Relaxed);
-                        }
-                        if skipped > 0 {
-                            stats.already_durable.fetch_add(skipped, Ordering::Relaxed);
-                        }
-                        if !chunk.rejected.is_empty() {
-                            let mut rejected_handle = rejected_out.activate();
-                            rejected_handle
-                                .session(&current[1])
-                                .give_iterator(chunk.rejected.iter().cloned());
-                        }
-                        stats.add(&chunk);
-                        state.watermark = state.watermark.max(state.lateness.watermark());
+                        state.pending = Some(prepared);
                     }
-                    Ok(None) => {
-                        inputs.swap_remove(i);
-                    }
+                    Ok(None) => state.done = true,
                     Err(e) => {
+                        // The run fails with this error; no worker may wait for the maxima
+                        // of this input's later chunks.
                         errors.push(e);
-                        inputs.swap_remove(i);
+                        state.done = true;
+                        order
+                            .borrow_mut()
+                            .record(state.index, FAILED_CHUNK, i64::MIN);
+                        if peers > 1 {
+                            maxima_out.activate().session(&current[3]).give((
+                                state.index,
+                                FAILED_CHUNK,
+                                i64::MIN,
+                            ));
+                        }
                     }
                 }
             }
+            let mut waiting = false;
+            for state in inputs.iter_mut() {
+                let Some(mut prepared) = state.pending.take() else {
+                    continue;
+                };
+                let index = state.index;
+                let chunk_no = prepared.chunk.index;
+                let prefix = order.borrow().prefix(index, chunk_no);
+                let Some(prefix) = prefix else {
+                    if order.borrow().failed(index) {
+                        state.done = true;
+                        continue;
+                    }
+                    state.pending = Some(prepared);
+                    waiting = true;
+                    continue;
+                };
+                order.borrow_mut().forget_before(index, chunk_no);
+                times.clear();
+                let watermark = judge.judge(&mut prepared, prefix, &mut times);
+                state.watermark = state.watermark.max(watermark);
+                let chunk = prepared.chunk;
+                if !chunk.readings.is_empty() {
+                    // Every reading's time is at or after the capability: its bar is at least
+                    // this input's watermark, which the capability is at or before.
+                    debug_assert!(times.iter().all(|t| t >= current[0].time()));
+                    in_flight.sent(*current[0].time());
+                    stats
+                        .readings
+                        .fetch_add(chunk.readings.len() as u64, Ordering::Relaxed);
+                    let mut readings_handle = readings_out.activate();
+                    readings_handle.session(&current[0]).give_iterator(
+                        chunk
+                            .readings
+                            .iter()
+                            .zip(times.iter())
+                            .map(|(r, t)| (*r, *t, 1)),
+                    );
+                }
+                if !chunk.rejected.is_empty() {
+                    let mut rejected_handle = rejected_out.activate();
+                    rejected_handle
+                        .session(&current[1])
+                        .give_iterator(chunk.rejected.iter().cloned());
+                }
+                stats.add(&chunk);
+            }
+            inputs.retain(|s| !s.done || s.pending.is_some());
             if inputs.is_empty() {
                 let last = ends.drain();
                 if !last.is_empty() {
@@ -902,7 +1068,15 @@ pub fn file_source<'scope>(
                     cap.downgrade(&low);
                 }
             }
-            activator.activate();
+            let readable = inputs.iter().any(|s| s.pending.is_none() && !s.done);
+            if blocked {
+                activator.activate_after(Duration::from_micros(200));
+            } else if readable {
+                activator.activate();
+            } else if waiting {
+                // The maxima of other workers' chunks wake this source; a late wake-up also.
+                activator.activate_after(Duration::from_millis(5));
+            }
         }
     });
 

@@ -1,9 +1,9 @@
 //! Event-time progress that every source keeps the same way: the lateness watermark of one
 //! ordered input, and the flow control that stops a source from running ahead of the graph.
 //!
-//! Both the file source (one [`LatenessWatermark`] per input a worker reads) and the Kafka
-//! source (one per partition) judge readings with these, so "too late" means the same thing in
-//! history and live:
+//! The Kafka source keeps one [`LatenessWatermark`] per partition; the file source applies the
+//! same rule to each input's file order ([`crate::source::order`]), so "too late" means the
+//! same thing in history and live:
 //!
 //! - An input's watermark is the largest event time it delivered minus the allowed lateness. It
 //!   never moves back. A reading before `max(watermark, floor)` is too late, where `floor` is
