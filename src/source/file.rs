@@ -21,6 +21,7 @@
 //! merged in time.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -751,8 +752,9 @@ struct InputState {
     /// `P - lateness` after the last chunk this worker judged (see [`crate::source::order`]):
     /// what the capability follows for this input.
     watermark: i64,
-    /// A parsed chunk waiting for the maxima of the chunks before it.
-    pending: Option<Prepared>,
+    /// Parsed chunks waiting for the maxima of the chunks before them, in file order (at most
+    /// [`PENDING_CHUNKS`], so a worker reads on while its peers' maxima travel).
+    pending: VecDeque<Prepared>,
     /// The share is read to its end.
     done: bool,
 }
@@ -775,6 +777,9 @@ pub struct FileStreams<'scope> {
     /// [`crate::source::handover`]). Its frontier is the source's: empty once history is read.
     pub ends: StreamVec<'scope, Time, (MeterId, i64)>,
 }
+
+/// Parsed chunks of one input a worker may hold while it waits for its peers' maxima.
+const PENDING_CHUNKS: usize = 4;
 
 /// Chunks a worker may have in flight beyond the progress of `flow` (see [`file_source`]).
 pub const DEFAULT_CHUNKS_IN_FLIGHT: usize = 4;
@@ -826,10 +831,8 @@ impl Judge<'_> {
 
     /// Judges a prepared chunk whose prefix (the largest time of the chunks before it) is
     /// `prefix`: a reading before the largest time seen before it minus the lateness is
-    /// refused. Each reading kept gets its bar (clamped at 0) as its graph time in `times`, a
-    /// function of the file order alone, so duplicates across inputs fold in the same order
-    /// whatever the worker count. Returns the watermark after the chunk.
-    fn judge(&mut self, prepared: &mut Prepared, prefix: i64, times: &mut Vec<Time>) -> i64 {
+    /// refused. Returns the watermark after the chunk.
+    fn judge(&mut self, prepared: &mut Prepared, prefix: i64) -> i64 {
         let lateness = self.config.lateness_ms.max(0);
         let chunk = &mut prepared.chunk;
         let mut seen = prefix;
@@ -848,7 +851,6 @@ impl Judge<'_> {
                 ));
                 return false;
             }
-            times.push(bar.max(0) as Time);
             seen = seen.max(r.ts);
             ends.note(r.meter, r.ts.saturating_add(r.interval_s as i64 * 1000));
             true
@@ -924,7 +926,6 @@ pub fn file_source<'scope>(
         let mut opened = false;
         let mut in_flight = InFlight::new(DEFAULT_CHUNKS_IN_FLIGHT);
         let mut ends = HistoryEnds::default();
-        let mut times: Vec<Time> = Vec::new();
         move |_frontiers| {
             let Some(current) = caps.as_mut() else {
                 return;
@@ -937,7 +938,7 @@ pub fn file_source<'scope>(
                             index,
                             reader,
                             watermark: i64::MIN,
-                            pending: None,
+                            pending: VecDeque::new(),
                             done: false,
                         }),
                         Ok(None) => {}
@@ -961,7 +962,7 @@ pub fn file_source<'scope>(
                 reading = inputs
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| s.pending.is_none() && !s.done)
+                    .filter(|(_, s)| s.pending.len() < PENDING_CHUNKS && !s.done)
                     .min_by_key(|(i, s)| (s.watermark, *i))
                     .map(|(i, _)| i);
             }
@@ -981,7 +982,7 @@ pub fn file_source<'scope>(
                                 prepared.max,
                             ));
                         }
-                        state.pending = Some(prepared);
+                        state.pending.push_back(prepared);
                     }
                     Ok(None) => state.done = true,
                     Err(e) => {
@@ -1004,52 +1005,51 @@ pub fn file_source<'scope>(
             }
             let mut waiting = false;
             for state in inputs.iter_mut() {
-                let Some(mut prepared) = state.pending.take() else {
-                    continue;
-                };
-                let index = state.index;
-                let chunk_no = prepared.chunk.index;
-                let prefix = order.borrow().prefix(index, chunk_no);
-                let Some(prefix) = prefix else {
-                    if order.borrow().failed(index) {
-                        state.done = true;
-                        continue;
-                    }
-                    state.pending = Some(prepared);
-                    waiting = true;
-                    continue;
-                };
-                order.borrow_mut().forget_before(index, chunk_no);
-                times.clear();
-                let watermark = judge.judge(&mut prepared, prefix, &mut times);
-                state.watermark = state.watermark.max(watermark);
-                let chunk = prepared.chunk;
-                if !chunk.readings.is_empty() {
-                    // Every reading's time is at or after the capability: its bar is at least
-                    // this input's watermark, which the capability is at or before.
-                    debug_assert!(times.iter().all(|t| t >= current[0].time()));
-                    in_flight.sent(*current[0].time());
-                    stats
-                        .readings
-                        .fetch_add(chunk.readings.len() as u64, Ordering::Relaxed);
-                    let mut readings_handle = readings_out.activate();
-                    readings_handle.session(&current[0]).give_iterator(
-                        chunk
+                while let Some(mut prepared) = state.pending.pop_front() {
+                    let index = state.index;
+                    let chunk_no = prepared.chunk.index;
+                    let prefix = order.borrow().prefix(index, chunk_no);
+                    let Some(prefix) = prefix else {
+                        if order.borrow().failed(index) {
+                            state.done = true;
+                            state.pending.clear();
+                            break;
+                        }
+                        state.pending.push_front(prepared);
+                        waiting = true;
+                        break;
+                    };
+                    order.borrow_mut().forget_before(index, chunk_no);
+                    // The chunk's graph time is its bar at its start, `prefix - lateness`: a
+                    // function of the file order alone (so duplicates across inputs fold in the
+                    // same order whatever the worker count), at most every kept reading's time,
+                    // and at least the capability (this input's watermark, which the capability
+                    // is at or before, is the bar after an earlier chunk). One time per chunk
+                    // keeps the graph's times few.
+                    let time = prefix.saturating_sub(config.lateness_ms.max(0)).max(0) as Time;
+                    debug_assert!(time >= *current[0].time());
+                    state.watermark = state.watermark.max(judge.judge(&mut prepared, prefix));
+                    let chunk = prepared.chunk;
+                    if !chunk.readings.is_empty() {
+                        in_flight.sent(*current[0].time());
+                        stats
                             .readings
-                            .iter()
-                            .zip(times.iter())
-                            .map(|(r, t)| (*r, *t, 1)),
-                    );
+                            .fetch_add(chunk.readings.len() as u64, Ordering::Relaxed);
+                        let mut readings_handle = readings_out.activate();
+                        readings_handle
+                            .session(&current[0])
+                            .give_iterator(chunk.readings.iter().map(|r| (*r, time, 1)));
+                    }
+                    if !chunk.rejected.is_empty() {
+                        let mut rejected_handle = rejected_out.activate();
+                        rejected_handle
+                            .session(&current[1])
+                            .give_iterator(chunk.rejected.iter().cloned());
+                    }
+                    stats.add(&chunk);
                 }
-                if !chunk.rejected.is_empty() {
-                    let mut rejected_handle = rejected_out.activate();
-                    rejected_handle
-                        .session(&current[1])
-                        .give_iterator(chunk.rejected.iter().cloned());
-                }
-                stats.add(&chunk);
             }
-            inputs.retain(|s| !s.done || s.pending.is_some());
+            inputs.retain(|s| !s.done || !s.pending.is_empty());
             if inputs.is_empty() {
                 let last = ends.drain();
                 if !last.is_empty() {
@@ -1068,7 +1068,9 @@ pub fn file_source<'scope>(
                     cap.downgrade(&low);
                 }
             }
-            let readable = inputs.iter().any(|s| s.pending.is_none() && !s.done);
+            let readable = inputs
+                .iter()
+                .any(|s| s.pending.len() < PENDING_CHUNKS && !s.done);
             if blocked {
                 activator.activate_after(Duration::from_micros(200));
             } else if readable {
