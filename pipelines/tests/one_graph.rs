@@ -67,7 +67,9 @@ fn history_then_a_topic_starting_at_the_switch_equals_a_replay_of_all_thirty_day
     let Some(file) = common::data_file("uci_first_30_days.txt") else {
         return;
     };
-    let _shared = common::servers::SERVERS.read().unwrap();
+    let _shared = common::servers::SERVERS
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     let split = common::split_thirty_days(&file);
     let topic = unique("handover");
     let keyspace = unique("wf_handover");
@@ -94,7 +96,9 @@ fn a_topic_that_also_holds_the_history_counts_every_reading_once() {
     let Some(file) = common::data_file("uci_first_30_days.txt") else {
         return;
     };
-    let _shared = common::servers::SERVERS.read().unwrap();
+    let _shared = common::servers::SERVERS
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     let split = common::split_thirty_days(&file);
     let topic = unique("overlap");
     let keyspace = unique("wf_overlap");
@@ -148,7 +152,9 @@ fn late_duplicate_covered_and_future_readings_are_handled_in_the_live_phase() {
     use wattflow::model::{Granularity, Reading};
     use wattflow::simulate::{ensure_topic, ReadingProducer};
     let Some(env) = env() else { return };
-    let _shared = common::servers::SERVERS.read().unwrap();
+    let _shared = common::servers::SERVERS
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let day = wattflow::time::naive_to_ms(2024, 3, 1, 0, 0, 0).unwrap();
     let at = |h: i64, m: i64, s: i64| day + ((h * 60 + m) * 60 + s) * 1000;
@@ -281,7 +287,9 @@ fn two_processes_of_one_worker_write_the_views_of_one_process() {
     let Some(file) = common::data_file("uci_first_30_days.txt") else {
         return;
     };
-    let _shared = common::servers::SERVERS.read().unwrap();
+    let _shared = common::servers::SERVERS
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     let split = common::split_thirty_days(&file);
     let topic = unique("cluster");
     assert_eq!(publish(&env, &topic, &split.tail), split.tail_readings);
@@ -370,7 +378,9 @@ fn a_process_whose_partitions_are_all_idle_does_not_hold_the_frontier_back() {
     let Some(file) = common::data_file("uci_first_30_days.txt") else {
         return;
     };
-    let _shared = common::servers::SERVERS.read().unwrap();
+    let _shared = common::servers::SERVERS
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     // Every message in partition 0: process 1 (worker 1, partition 1) reads nothing at all.
     let topic = unique("idle");
     wattflow::simulate::ensure_topic(&env.kafka, &topic, 2).unwrap();
