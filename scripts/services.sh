@@ -2,11 +2,14 @@
 # Run a real Apache Kafka 4.x broker (KRaft, one combined node, 127.0.0.1:9092) and a real
 # Apache Cassandra 5.0 node (127.0.0.1:9042) from their Maven Central jars, without Docker, and
 # Shopify's Toxiproxy (API 127.0.0.1:8474, built with `go install`) with a proxy `cassandra`
-# from 127.0.0.1:19042 to the node, for fault-injection tests.
+# from 127.0.0.1:19042 to the node and a proxy `kafka` from 127.0.0.1:19092 to the broker's
+# second listener (127.0.0.1:9094, which advertises the proxy's address, so a client that
+# bootstraps through the proxy keeps talking through it), for fault-injection tests.
 #
 #   scripts/services.sh up      [kafka|cassandra|toxiproxy]   fetch (once), start, wait until they answer
 #   scripts/services.sh down    [kafka|cassandra|toxiproxy]   stop what `up` started (pid files only)
 #   scripts/services.sh restart [kafka|cassandra|toxiproxy]
+#   scripts/services.sh crash   [kafka|cassandra|toxiproxy]   SIGKILL what `up` started (a crash, for fault tests)
 #   scripts/services.sh status  [kafka|cassandra|toxiproxy]   exit 0 if all named services run, 3 otherwise
 #   scripts/services.sh cql "SELECT ..."            one CQL statement (stand-in for cqlsh -e)
 #   scripts/services.sh kafka-tool MAINCLASS ARGS   a Kafka CLI class, e.g. org.apache.kafka.tools.TopicCommand
@@ -50,7 +53,7 @@ log_file() { printf '%s/logs/%s.log' "$SVC_DIR" "$1"; }
 pid_file() { printf '%s/run/%s.pid' "$SVC_DIR" "$1"; }
 port_of() { case $1 in kafka) echo 9092 ;; cassandra) echo 9042 ;; toxiproxy) echo 8474 ;; esac; }
 # Other ports each service binds; checked so a foreign process there is reported, not fought.
-side_port_of() { case $1 in kafka) echo 9093 ;; cassandra) echo 7000 ;; toxiproxy) echo 19042 ;; esac; }
+side_ports_of() { case $1 in kafka) echo 9093 9094 ;; cassandra) echo 7000 ;; toxiproxy) echo 19042 19092 ;; esac; }
 main_class_of() {
   case $1 in
     kafka) echo kafka.Kafka ;;
@@ -85,7 +88,9 @@ our_pid() {
   fi
   # The pid file can name a launcher that forked (setsid forks when it happens to lead a
   # process group): find our JVM by its command line instead, and remember it.
-  pid=$(pgrep -f -- "-Dwattflow.services=$SVC_DIR .*$(main_class_of "$svc")" | head -n 1) || true
+  local pattern="-Dwattflow.services=$SVC_DIR .*$(main_class_of "$svc")"
+  [[ $svc == toxiproxy ]] && pattern="^$(lib_dir toxiproxy)/toxiproxy-server "
+  pid=$(pgrep -f -- "$pattern" | head -n 1) || true
   [[ -n $pid ]] || return 1
   echo "$pid" >"$pf"
   echo "$pid"
@@ -328,7 +333,8 @@ toxiproxy_ready() {
   python3 - <<'PY'
 import json, sys, urllib.request, urllib.error
 api = "http://127.0.0.1:8474"
-want = {"cassandra": ("127.0.0.1:19042", "127.0.0.1:9042")}
+want = {"cassandra": ("127.0.0.1:19042", "127.0.0.1:9042"),
+        "kafka": ("127.0.0.1:19092", "127.0.0.1:9094")}
 try:
     have = json.load(urllib.request.urlopen(api + "/proxies", timeout=5))
     for name, (listen, upstream) in want.items():
@@ -421,7 +427,6 @@ declare -A START_TIME=()
 start_service() {
   local svc=$1 pid port side
   port=$(port_of "$svc")
-  side=$(side_port_of "$svc")
   if pid=$(our_pid "$svc"); then
     if port_open "$port"; then
       log "$svc already running (pid $pid, port $port answers): left alone"
@@ -432,9 +437,11 @@ start_service() {
     return 0
   fi
   rm -f "$(pid_file "$svc")"
-  if port_open "$port" || port_open "$side"; then
-    die "port $port or $side is already taken by a process this script did not start (services dir $SVC_DIR); stop it first"
-  fi
+  for side in "$port" $(side_ports_of "$svc"); do
+    if port_open "$side"; then
+      die "port $side is already taken by a process this script did not start (services dir $SVC_DIR); stop it first"
+    fi
+  done
   fetch "$svc"
   [[ $svc == toxiproxy ]] || pick_java
   log "starting $svc $(version_of "$svc") (log: $(log_file "$svc"))"
@@ -494,6 +501,23 @@ stop_service() {
   log "$svc stopped"
 }
 
+# SIGKILL, no shutdown: what a power cut or the OOM killer does. The data stays for the next `up`.
+crash_service() {
+  local svc=$1 pid i
+  if ! pid=$(our_pid "$svc"); then
+    log "$svc not running"
+    return 0
+  fi
+  log "crashing $svc (SIGKILL to pid $pid)"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 20; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  rm -f "$(pid_file "$svc")"
+  log "$svc crashed"
+}
+
 status_service() {
   local svc=$1 pid port
   port=$(port_of "$svc")
@@ -516,7 +540,7 @@ status_service() {
 # --- commands ---------------------------------------------------------------------------------
 
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 }
 
@@ -557,7 +581,7 @@ main() {
       return
       ;;
   esac
-  local services=("${ALL_SERVICES[@]}")
+  local svc services=("${ALL_SERVICES[@]}")
   if [[ $# -ge 1 ]]; then
     case $1 in
       kafka | cassandra | toxiproxy) services=("$1") ;;
@@ -572,6 +596,7 @@ main() {
       cmd_up "${services[@]}"
       ;;
     status) cmd_status "${services[@]}" ;;
+    crash) for svc in "${services[@]}"; do crash_service "$svc"; done ;;
     *) usage ;;
   esac
 }

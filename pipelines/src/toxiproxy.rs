@@ -1,7 +1,10 @@
 //! A small client of Toxiproxy's HTTP API (Shopify's fault-injection proxy), for the fault
 //! tests and the `faults` benchmark. `scripts/services.sh up` runs Toxiproxy with its API on
-//! [`DEFAULT_API`] and a proxy [`CASSANDRA_PROXY_NAME`] from [`CASSANDRA_PROXY`] to the
-//! Cassandra node.
+//! [`DEFAULT_API`], a proxy [`CASSANDRA_PROXY_NAME`] from [`CASSANDRA_PROXY`] to the
+//! Cassandra node, and a proxy [`KAFKA_PROXY_NAME`] from [`KAFKA_PROXY`] to the broker's
+//! `PROXIED` listener, which advertises the proxy's address: a client bootstrapped at
+//! [`KAFKA_PROXY`] makes every connection (metadata, fetch, group coordinator, produce)
+//! through it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -13,6 +16,10 @@ pub const DEFAULT_API: &str = "127.0.0.1:8474";
 pub const CASSANDRA_PROXY_NAME: &str = "cassandra";
 /// Where that proxy listens.
 pub const CASSANDRA_PROXY: &str = "127.0.0.1:19042";
+/// The name of the proxy to the Kafka broker.
+pub const KAFKA_PROXY_NAME: &str = "kafka";
+/// Where that proxy listens (bootstrap a client here to put all its traffic through it).
+pub const KAFKA_PROXY: &str = "127.0.0.1:19092";
 
 /// A failed call to the API.
 #[derive(Debug, thiserror::Error)]

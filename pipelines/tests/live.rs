@@ -20,6 +20,7 @@ use wattflow::format::json::render_message;
 use wattflow::model::{Granularity, Reading};
 use wattflow::simulate::{ensure_topic, ReadingProducer};
 use wattflow::sink::cassandra::read_view;
+use wattflow_pipelines::toxiproxy::CASSANDRA_PROXY_NAME;
 use wattflow_pipelines::Live;
 
 fn run_live(env: &Env, topic: &str, keyspace: &str) -> wattflow_pipelines::LiveSummary {
@@ -341,67 +342,6 @@ fn a_pipeline_killed_mid_stream_and_restarted_gives_the_same_rows() {
     assert_speed_equals_batch(&env, &keyspace, batch.path(), "household-1");
 }
 
-/// The offsets `group` has committed on `topic`, summed over its partitions (0: none).
-fn committed(brokers: &str, topic: &str, group: &str) -> i64 {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            list.add_partition(topic, p.id());
-        }
-    }
-    consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .map(|c| {
-            c.elements()
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    rdkafka::Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// Messages ever written to `topic` (0 if it does not exist).
-fn messages_in(brokers: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let Some(t) = metadata.topics().iter().find(|t| t.error().is_none()) else {
-        return 0;
-    };
-    t.partitions()
-        .iter()
-        .map(|p| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .unwrap();
-            high - low
-        })
-        .sum()
-}
-
-fn services(args: &[&str]) {
-    let status = Command::new(common::repo_root().join("scripts/services.sh"))
-        .args(args)
-        .status()
-        .expect("scripts/services.sh");
-    assert!(status.success(), "scripts/services.sh {args:?} failed");
-}
-
 #[test]
 fn cassandra_down_for_30_s_pauses_consumption_and_a_kafka_restart_meanwhile_loses_nothing() {
     let Some(env) = env() else { return };
@@ -453,7 +393,9 @@ fn cassandra_down_for_30_s_pauses_consumption_and_a_kafka_restart_meanwhile_lose
 #[test]
 fn cassandra_answering_slowly_and_resetting_connections_loses_nothing() {
     let Some(env) = env() else { return };
-    let Some(proxy) = toxiproxy() else { return };
+    let Some(proxy) = toxiproxy(CASSANDRA_PROXY_NAME) else {
+        return;
+    };
     let Some(file) = common::data_file("uci_first_30_days.txt") else {
         return;
     };

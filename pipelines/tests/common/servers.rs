@@ -4,15 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Command;
 use std::sync::RwLock;
 use std::time::Duration;
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::TopicPartitionList;
 use wattflow::model::{Granularity, Measure, MeterId, Origin, Reading};
 use wattflow::sink::cassandra::{
     connect, read_view, CassandraRow, CassandraSinkConfig, CassandraViews,
 };
 use wattflow::source::kafka::KafkaSourceConfig;
-use wattflow_pipelines::toxiproxy::{Toxiproxy, CASSANDRA_PROXY, CASSANDRA_PROXY_NAME};
+use wattflow_pipelines::toxiproxy::{Toxiproxy, CASSANDRA_PROXY};
 use wattflow_pipelines::Replay;
 
 /// Servers restarted by one test must not be in use by the others at that moment.
@@ -251,11 +254,12 @@ pub fn publish_file(env: &Env, topic: &str, file: &Path, partitions: i32) -> u64
 }
 
 /// Toxiproxy's API (`WATTFLOW_TOXIPROXY`, e.g. `127.0.0.1:8474`, started by
-/// `scripts/services.sh up` with a proxy `cassandra` on 127.0.0.1:19042 to the node), acting on
-/// that proxy. `None` (skip) without it, except under `CI=true`, where it fails.
-pub fn toxiproxy() -> Option<Toxiproxy> {
+/// `scripts/services.sh up` with the proxies `cassandra` on 127.0.0.1:19042 to the node and
+/// `kafka` on 127.0.0.1:19092 to the broker), acting on the proxy named `proxy`. `None` (skip)
+/// without it, except under `CI=true`, where it fails.
+pub fn toxiproxy(proxy: &str) -> Option<Toxiproxy> {
     match std::env::var("WATTFLOW_TOXIPROXY") {
-        Ok(api) if !api.is_empty() => Some(Toxiproxy::new(api, CASSANDRA_PROXY_NAME)),
+        Ok(api) if !api.is_empty() => Some(Toxiproxy::new(api, proxy)),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!("CI=true but WATTFLOW_TOXIPROXY is not set: start scripts/services.sh up")
         }
@@ -274,4 +278,66 @@ pub fn proxied_cassandra_config(env: &Env, keyspace: &str) -> CassandraSinkConfi
         .address_map
         .insert(env.cassandra.clone(), CASSANDRA_PROXY.to_owned());
     config
+}
+
+/// The offsets `group` has committed on `topic`, summed over its partitions (0: none).
+pub fn committed(brokers: &str, topic: &str, group: &str) -> i64 {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            list.add_partition(topic, p.id());
+        }
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .map(|c| {
+            c.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    rdkafka::Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Messages ever written to `topic` (0 if it does not exist).
+pub fn messages_in(brokers: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let Some(t) = metadata.topics().iter().find(|t| t.error().is_none()) else {
+        return 0;
+    };
+    t.partitions()
+        .iter()
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap();
+            high - low
+        })
+        .sum()
+}
+
+/// Runs `scripts/services.sh` with `args` (e.g. `["crash", "kafka"]`), which must succeed.
+pub fn services(args: &[&str]) {
+    let status = Command::new(super::repo_root().join("scripts/services.sh"))
+        .args(args)
+        .status()
+        .expect("scripts/services.sh");
+    assert!(status.success(), "scripts/services.sh {args:?} failed");
 }
