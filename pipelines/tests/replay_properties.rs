@@ -209,10 +209,19 @@ fn out_of_order_input_gives_the_same_views_and_refusals_for_any_worker_count() {
     let three_text = std::fs::read_to_string(&three).unwrap();
     let three_disordered = dir.path().join("three-households.txt");
     std::fs::write(&three_disordered, disordered(&three_text, 11)).unwrap();
+    // The same disordered rows as Parquet, in row groups of 500 rows: a row group is a chunk,
+    // so moved rows land in other workers' row groups.
+    let one_parquet = dir.path().join("one-household.parquet");
+    write_parquet(&disordered(&uci, 7), &one_parquet, 500);
 
     for (what, inputs) in [
         ("one file", vec![one.clone()]),
         ("two files", vec![three_disordered.clone(), one.clone()]),
+        ("one Parquet file", vec![one_parquet.clone()]),
+        (
+            "Parquet and text",
+            vec![three_disordered.clone(), one_parquet.clone()],
+        ),
     ] {
         let mut first = None;
         for workers in [1, 2, 3] {
@@ -644,7 +653,7 @@ fn write_gzip(src: &Path, dst: &Path) {
     enc.finish().unwrap();
 }
 
-fn write_parquet(text: &str, dst: &Path) {
+fn write_parquet(text: &str, dst: &Path, row_group_rows: usize) {
     let rows: Vec<Vec<&str>> = body_lines(text).collect();
     let mut columns: Vec<(String, ArrayRef)> = vec![
         (
@@ -669,7 +678,7 @@ fn write_parquet(text: &str, dst: &Path) {
     }
     let batch = RecordBatch::try_from_iter(columns).unwrap();
     let props = WriterProperties::builder()
-        .set_max_row_group_row_count(Some(10_000))
+        .set_max_row_group_row_count(Some(row_group_rows))
         .build();
     let mut writer = ArrowWriter::try_new(
         std::fs::File::create(dst).unwrap(),
@@ -731,7 +740,7 @@ fn every_input_format_gives_the_same_views() {
     std::fs::write(&csv_b, b).unwrap();
     // Parquet: string Date/Time, Float64 measures, nulls for missing minutes, several row groups.
     let pq = dir.path().join("history.parquet");
-    write_parquet(&text, &pq);
+    write_parquet(&text, &pq, 10_000);
 
     for (name, path, workers) in [
         ("gzip", &gz, 1),
@@ -1052,7 +1061,7 @@ fn progress_never_passes_its_total() {
     let gz = dir.path().join("generated.txt.gz");
     write_gzip(&plain, &gz);
     let pq = dir.path().join("generated.parquet");
-    write_parquet(&std::fs::read_to_string(&plain).unwrap(), &pq);
+    write_parquet(&std::fs::read_to_string(&plain).unwrap(), &pq, 10_000);
     let mut report = Vec::new();
     for (name, path) in [("plain", &plain), ("gzip", &gz), ("parquet", &pq)] {
         let job = Replay::new(dir.path().join(format!("out-{name}"))).input(path);
