@@ -1,54 +1,101 @@
-//! The `faults` workload: the live pipeline at a steady rate while Toxiproxy injects a fault
-//! between it and Cassandra (see issue 9 and `scripts/services.sh`, which runs Toxiproxy with a
-//! proxy `cassandra` on 127.0.0.1:19042).
+//! The `faults` workload: the live pipeline at a steady rate while a fault is injected between
+//! it and its servers (see issue 9 and `scripts/services.sh`, which runs Toxiproxy with a proxy
+//! `cassandra` on 127.0.0.1:19042 and a proxy `kafka` on 127.0.0.1:19092 to the broker's
+//! `PROXIED` listener).
 //!
 //! Each scenario, on a fresh topic and keyspace:
-//! 1. `wattflow live`-like `wattflow run` (Kafka → Cassandra, no history) starts, configured by a
-//!    `pipeline.toml` that reaches Cassandra only through the proxy (`address_map`);
+//! 1. `wattflow run` (Kafka → Cassandra, no history) starts, configured by a `pipeline.toml`
+//!    that reaches both servers only through their proxies (the harness's producer writes to
+//!    the broker directly, so a cut between the pipeline and Kafka does not stop production);
 //! 2. the harness produces `--households` meters at one reading a second each, in real time,
-//!    for `--seconds`; at `--fault-at` seconds the fault starts, and it ends `--fault-seconds`
-//!    later;
+//!    for `--seconds`; at `--fault-at` seconds the fault starts;
 //! 3. the harness scrapes the pipeline's metrics every 100 ms: **recovery** is the time from
 //!    the fault's end until the newest message read is within 2 s of real time again and the
 //!    speed views are back to their steady backlog (`wattflow_cassandra_rows_unwritten` at
 //!    most three rows a household: the hour and day rows that wait their delay); the peak of
 //!    that gauge is reported too;
-//! 4. once production ends the pipeline finishes (`--exit-when-idle`); every meter's day rows
-//!    are read back from Cassandra: readings **lost** (fewer samples than produced) and
-//!    **counted twice** (more) must both be 0. Peak RSS is the pipeline process's.
+//! 4. once production ends the pipeline finishes (`--exit-when-idle`, longer than any cut);
+//!    every meter's day rows are read back from Cassandra: readings **lost** (fewer samples
+//!    than produced) and **counted twice** (more) must both be 0. Peak RSS is the pipeline
+//!    process's.
 //!
-//! Scenarios: `cassandra-down` (the proxy disabled: every connection cut, none accepted) and
-//! `cassandra-slow` (every answer 500 ms late, connections reset for the fault's first 5 s).
+//! Scenarios:
+//! - `cassandra-down`: the Cassandra proxy disabled (every connection cut, none accepted) for
+//!   `--fault-seconds`;
+//! - `cassandra-slow`: every Cassandra answer 500 ms late for `--fault-seconds`, connections
+//!   reset for its first 5 s;
+//! - `kafka-cut`: the Kafka proxy disabled for `--cut-seconds`;
+//! - `kafka-crash`: the broker killed with SIGKILL (`scripts/services.sh crash kafka`) and
+//!   started again at once; the fault ends when it answers again;
+//! - `bad-messages`: for `--fault-seconds`, 100 pathological messages a second (control
+//!   characters, invalid UTF-8, JSON 10,000 deep, 2 MB, not JSON) among the readings: each
+//!   must be refused and dead-lettered (the `refused` column) while the readings flow.
+//!
+//! With `--check` the harness fails unless every scenario lost and doubled nothing, recovered,
+//! refused exactly the bad messages it was sent, paused consumption whenever the speed
+//! views' budget was used up, and stayed under `--max-rss-mib` (default: the documented
+//! budget of [`rss_budget_mib`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use clap::Args;
+use anyhow::{ensure, Context, Result};
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 use wattflow::model::Granularity;
-use wattflow::simulate::{delete_topics, ensure_topic};
-use wattflow::sink::cassandra::{connect, read_view, CassandraSinkConfig};
+use wattflow::simulate::{delete_topics, ensure_topic, ReadingProducer};
+use wattflow::sink::cassandra::{connect, read_view, CassandraSinkConfig, DEFAULT_MAX_QUEUED_ROWS};
 
 use crate::feed::{free_port, generator, metric, produce_in_real_time, scrape};
 use crate::machine::{now_utc, Machine};
 use crate::measure;
-use wattflow_pipelines::toxiproxy::{Toxiproxy, CASSANDRA_PROXY, CASSANDRA_PROXY_NAME};
+use wattflow_pipelines::toxiproxy::{
+    Toxiproxy, CASSANDRA_PROXY, CASSANDRA_PROXY_NAME, KAFKA_PROXY, KAFKA_PROXY_NAME,
+};
+
+/// A fault the harness injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// The Cassandra proxy disabled for `--fault-seconds`.
+    CassandraDown,
+    /// Cassandra 500 ms slow for `--fault-seconds`, resetting connections for its first 5 s.
+    CassandraSlow,
+    /// The Kafka proxy disabled for `--cut-seconds`.
+    KafkaCut,
+    /// The broker killed with SIGKILL and started again.
+    KafkaCrash,
+    /// 100 pathological messages a second among the readings for `--fault-seconds`.
+    BadMessages,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::CassandraDown => "cassandra-down",
+            Scenario::CassandraSlow => "cassandra-slow",
+            Scenario::KafkaCut => "kafka-cut",
+            Scenario::KafkaCrash => "kafka-crash",
+            Scenario::BadMessages => "bad-messages",
+        }
+    }
+}
 
 /// Arguments of `wattflow-bench faults`.
 #[derive(Debug, Args)]
 pub struct FaultsArgs {
-    /// Scenarios, comma-separated: cassandra-down, cassandra-slow.
+    /// Scenarios, comma-separated.
     #[arg(
         long,
+        value_enum,
         value_delimiter = ',',
-        default_value = "cassandra-down,cassandra-slow"
+        default_value = "cassandra-down,cassandra-slow,kafka-cut,kafka-crash,bad-messages"
     )]
-    pub scenarios: Vec<String>,
+    pub scenarios: Vec<Scenario>,
     /// Households, one reading a second each (10,000: 10,000 readings/s).
     #[arg(long, default_value_t = 10_000)]
     pub households: u32,
@@ -58,10 +105,25 @@ pub struct FaultsArgs {
     /// When the fault starts, seconds after production starts.
     #[arg(long, default_value_t = 20)]
     pub fault_at: u32,
-    /// How long the fault lasts, seconds.
+    /// How long the Cassandra faults and the bad messages last, seconds.
     #[arg(long, default_value_t = 60)]
     pub fault_seconds: u32,
-    /// Kafka brokers.
+    /// How long `kafka-cut` cuts the pipeline from the broker, seconds.
+    #[arg(long, default_value_t = 30)]
+    pub cut_seconds: u32,
+    /// The pipeline's `[cassandra] max_queued_rows` (the speed views' memory budget; default:
+    /// the pipeline's default).
+    #[arg(long)]
+    pub max_queued_rows: Option<usize>,
+    /// Fail unless every scenario lost and doubled nothing, recovered, refused every bad
+    /// message, paused when the budget was used up, and stayed under `--max-rss-mib`.
+    #[arg(long)]
+    pub check: bool,
+    /// Peak RSS `--check` allows, MiB (default: the documented budget, see
+    /// `pipeline.example.toml`: 160 MiB plus 400 bytes per row of `max_queued_rows`).
+    #[arg(long)]
+    pub max_rss_mib: Option<f64>,
+    /// Kafka brokers, reached directly by the producer.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub brokers: String,
     /// The Cassandra node, as it announces itself (the proxy stands in for it).
@@ -87,15 +149,26 @@ pub struct FaultsArgs {
     pub build: bool,
 }
 
+/// The documented peak-RSS budget of a Kafka → Cassandra pipeline process, MiB, for a speed
+/// view budget of `max_queued_rows` rows (see `max_queued_rows` in `pipeline.example.toml`).
+pub fn rss_budget_mib(max_queued_rows: usize) -> f64 {
+    160.0 + max_queued_rows as f64 * 400.0 / (1024.0 * 1024.0)
+}
+
 /// One scenario's result.
 #[derive(Debug, Clone, Serialize)]
 struct FaultRun {
-    scenario: String,
+    scenario: Scenario,
     produced: u64,
     /// Readings missing from the Cassandra day rows.
     lost: u64,
     /// Readings counted more than once there.
     doubled: u64,
+    /// Bad messages sent among the readings, and those the pipeline refused.
+    bad_sent: u64,
+    refused: u64,
+    /// How long the fault lasted.
+    fault_s: f64,
     /// From the fault's end until the pipeline read within 2 s of real time; `None`: never.
     recovery_s: Option<f64>,
     /// Times consumption paused for the speed views' memory budget.
@@ -106,38 +179,25 @@ struct FaultRun {
     retries: u64,
     peak_rss_mib: f64,
     wall_s: f64,
-}
-
-/// Starts `scenario`'s fault.
-fn begin(proxy: &Toxiproxy, scenario: &str) -> Result<()> {
-    match scenario {
-        "cassandra-down" => proxy.enable(false)?,
-        "cassandra-slow" => {
-            proxy.add("slow", "latency", r#"{"latency":500,"jitter":100}"#)?;
-            proxy.add("reset", "reset_peer", r#"{"timeout":0}"#)?;
-        }
-        other => bail!("unknown scenario {other:?} (cassandra-down, cassandra-slow)"),
-    }
-    Ok(())
-}
-
-/// Called every second of the fault with the seconds since it began.
-fn during(proxy: &Toxiproxy, scenario: &str, elapsed_s: u32) -> Result<()> {
-    if scenario == "cassandra-slow" && elapsed_s == 5 {
-        proxy.remove("reset")?;
-    }
-    Ok(())
+    /// The pipeline's own summary (`--summary-json`), for a closer look.
+    pipeline: serde_json::Value,
 }
 
 impl FaultRun {
     /// The scenario's row of the table.
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} MiB |",
-            self.scenario,
+            "| {} | {} | {} | {} | {} | {:.1} s | {} | {} | {} | {} | {:.0} MiB |",
+            self.scenario.name(),
             self.produced,
             self.lost,
             self.doubled,
+            if self.bad_sent > 0 {
+                format!("{} of {}", self.refused, self.bad_sent)
+            } else {
+                "—".to_owned()
+            },
+            self.fault_s,
             self.recovery_s
                 .map_or_else(|| "never".to_owned(), |s| format!("{s:.1} s")),
             self.pauses,
@@ -146,26 +206,176 @@ impl FaultRun {
             self.peak_rss_mib
         )
     }
+
+    /// What `--check` finds wrong with the run (empty: nothing).
+    fn problems(&self, budget_rows: usize, max_rss_mib: f64) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.lost > 0 || self.doubled > 0 {
+            out.push(format!(
+                "{} lost, {} counted twice",
+                self.lost, self.doubled
+            ));
+        }
+        if self.recovery_s.is_none() {
+            out.push("never recovered".into());
+        }
+        if self.refused != self.bad_sent {
+            out.push(format!(
+                "refused {} of {} bad messages",
+                self.refused, self.bad_sent
+            ));
+        }
+        if self.peak_unwritten_rows >= budget_rows as u64 && self.pauses == 0 {
+            out.push(format!(
+                "the budget of {budget_rows} rows was used up but consumption never paused"
+            ));
+        }
+        if self.peak_rss_mib > max_rss_mib {
+            out.push(format!(
+                "peak RSS {:.0} MiB over the budget of {max_rss_mib:.0} MiB",
+                self.peak_rss_mib
+            ));
+        }
+        out
+    }
 }
 
-fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> Result<FaultRun> {
-    let proxy = Toxiproxy::new(&args.toxiproxy, CASSANDRA_PROXY_NAME);
-    proxy.reset()?;
+/// The messages `bad-messages` sends, each shape once per cycle; the large one (900 KB, under
+/// the broker's default 1 MB limit) once a second.
+fn bad_shapes() -> Vec<Vec<u8>> {
+    vec![
+        b"{\"meter\":\"household-1\x01\x07\x1b[31m\",\"ts\":1}\r\n\x00".to_vec(),
+        b"{\"meter\":\"\xff\xfe\xc3\x28\",\"ts\":1}".to_vec(),
+        {
+            let mut v = vec![b'['; 10_000];
+            v.extend(vec![b']'; 10_000]);
+            v
+        },
+        b"this is not json".to_vec(),
+    ]
+}
+
+/// A fault in progress.
+struct Injector<'a> {
+    scenario: Scenario,
+    cassandra: &'a Toxiproxy,
+    kafka: &'a Toxiproxy,
+    services: PathBuf,
+    /// `kafka-crash`: the crash and restart, running.
+    restart: Option<JoinHandle<Result<()>>>,
+    /// `bad-messages`: their producer, the shapes and how many were sent.
+    bad: Option<(ReadingProducer, Vec<Vec<u8>>, Vec<u8>)>,
+    bad_sent: u64,
+}
+
+impl Injector<'_> {
+    fn begin(&mut self, brokers: &str, topic: &str) -> Result<()> {
+        match self.scenario {
+            Scenario::CassandraDown => self.cassandra.enable(false)?,
+            Scenario::CassandraSlow => {
+                self.cassandra
+                    .add("slow", "latency", r#"{"latency":500,"jitter":100}"#)?;
+                self.cassandra
+                    .add("reset", "reset_peer", r#"{"timeout":0}"#)?;
+            }
+            Scenario::KafkaCut => self.kafka.enable(false)?,
+            Scenario::KafkaCrash => {
+                let services = self.services.clone();
+                self.restart = Some(thread::spawn(move || {
+                    for verb in ["crash", "up"] {
+                        let status = Command::new(&services).args([verb, "kafka"]).status()?;
+                        ensure!(status.success(), "scripts/services.sh {verb} kafka failed");
+                    }
+                    Ok(())
+                }));
+            }
+            Scenario::BadMessages => {
+                let mut large = b"{\"meter\":\"household-1\",\"pad\":\"".to_vec();
+                large.extend(std::iter::repeat_n(b'x', 900_000));
+                large.extend(b"\"}");
+                self.bad = Some((ReadingProducer::new(brokers, topic)?, bad_shapes(), large));
+                self.tick(0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Called at the start of every second of the fault (`elapsed` since it began); returns
+    /// whether a fault that ends by itself (`kafka-crash`) has ended.
+    fn tick(&mut self, elapsed: u32) -> Result<bool> {
+        if self.scenario == Scenario::CassandraSlow && elapsed == 5 {
+            self.cassandra.remove("reset")?;
+        }
+        if let Some((producer, shapes, large)) = &mut self.bad {
+            ensure!(producer.send_raw(b"household-1", large), "producer refused");
+            for i in 0..99 {
+                let shape = &shapes[i % shapes.len()];
+                ensure!(producer.send_raw(b"household-1", shape), "producer refused");
+            }
+            self.bad_sent += 100;
+        }
+        Ok(self.restart.as_ref().is_some_and(|r| r.is_finished()))
+    }
+
+    /// Ends the fault: the proxies as they were, the broker back, the bad messages delivered.
+    fn end(&mut self) -> Result<()> {
+        self.cassandra.reset()?;
+        if let Some(restart) = self.restart.take() {
+            restart.join().expect("restart thread")?;
+        }
+        if let Some((producer, _, _)) = self.bad.take() {
+            producer.flush(Duration::from_secs(60))?;
+            ensure!(
+                producer.counts().failed.load(Ordering::Relaxed) == 0,
+                "bad messages were not all written"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the fault is over after `elapsed` seconds (those that end by themselves say so
+    /// through [`Injector::tick`]).
+    fn lasts(&self, args: &FaultsArgs) -> Option<u32> {
+        match self.scenario {
+            Scenario::KafkaCut => Some(args.cut_seconds),
+            Scenario::KafkaCrash => None,
+            _ => Some(args.fault_seconds),
+        }
+    }
+}
+
+fn one_scenario(
+    args: &FaultsArgs,
+    bin: &Path,
+    work: &Path,
+    root: &Path,
+    scenario: Scenario,
+) -> Result<FaultRun> {
+    let cassandra_proxy = Toxiproxy::new(&args.toxiproxy, CASSANDRA_PROXY_NAME);
+    let kafka_proxy = Toxiproxy::new(&args.toxiproxy, KAFKA_PROXY_NAME);
+    cassandra_proxy.reset()?;
     let tag = format!(
         "faults_{}_{}",
         std::process::id(),
         wattflow::time::now_unix_ms() % 100_000_000
     );
     ensure_topic(&args.brokers, &tag, args.partitions)?;
+    let budget_rows = args.max_queued_rows.unwrap_or(DEFAULT_MAX_QUEUED_ROWS);
     let config = work.join(format!("{tag}.toml"));
     std::fs::write(
         &config,
         format!(
-            "[kafka]\nbrokers = \"{}\"\ntopic = \"{tag}\"\n\n[cassandra]\ncontact_points = [\"{CASSANDRA_PROXY}\"]\n\
-             keyspace = \"{tag}\"\naddress_map = {{ \"{}\" = \"{CASSANDRA_PROXY}\" }}\n",
-            args.brokers, args.cassandra
+            "[kafka]\nbrokers = \"{KAFKA_PROXY}\"\ntopic = \"{tag}\"\n\n[cassandra]\ncontact_points = [\"{CASSANDRA_PROXY}\"]\n\
+             keyspace = \"{tag}\"\naddress_map = {{ \"{}\" = \"{CASSANDRA_PROXY}\" }}\nmax_queued_rows = {budget_rows}\n",
+            args.cassandra
         ),
     )?;
+    // Longer than any cut, so only the end of production ends the run.
+    let idle = match scenario {
+        Scenario::KafkaCut => args.cut_seconds + 15,
+        Scenario::KafkaCrash => 40,
+        _ => 10,
+    };
     let summary_file = work.join(format!("{tag}.json"));
     let addr = format!("127.0.0.1:{}", free_port()?);
     let mut cmd = Command::new(bin);
@@ -173,7 +383,7 @@ fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> R
         .arg("--config")
         .arg(&config)
         .args(["--workers", &args.workers.to_string()])
-        .args(["--exit-when-idle", "10s", "--lateness", "1s"])
+        .args(["--exit-when-idle", &format!("{idle}s"), "--lateness", "1s"])
         .args(["--metrics-listen", &addr])
         .arg("--summary-json")
         .arg(&summary_file)
@@ -214,14 +424,25 @@ fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> R
         })
     };
 
-    // Let the pipeline connect (through the proxy) before the first reading.
+    // Let the pipeline connect (through the proxies) before the first reading.
     thread::sleep(Duration::from_secs(3));
-    let fault_end_s = args.fault_at + args.fault_seconds;
-    let mark_end = || -> Result<()> {
-        proxy.reset()?;
+    let mut injector = Injector {
+        scenario,
+        cassandra: &cassandra_proxy,
+        kafka: &kafka_proxy,
+        services: root.join("scripts/services.sh"),
+        restart: None,
+        bad: None,
+        bad_sent: 0,
+    };
+    let mut began: Option<Instant> = None;
+    let mut ended = false;
+    let finish = |injector: &mut Injector<'_>| -> Result<()> {
+        injector.end()?;
         *fault_end.lock().expect("fault end") = Some(Instant::now());
         Ok(())
     };
+    let lasts = injector.lasts(args);
     let (produced, first) = produce_in_real_time(
         &args.brokers,
         &tag,
@@ -229,18 +450,31 @@ fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> R
         args.seconds,
         |second| {
             if second == args.fault_at {
-                begin(&proxy, scenario)?;
-            } else if second > args.fault_at && second < fault_end_s {
-                during(&proxy, scenario, second - args.fault_at)?;
-            } else if second == fault_end_s {
-                mark_end()?;
+                began = Some(Instant::now());
+                injector.begin(&args.brokers, &tag)?;
+            } else if second > args.fault_at && !ended {
+                let elapsed = second - args.fault_at;
+                let over = match lasts {
+                    Some(len) => elapsed >= len,
+                    None => injector.tick(elapsed)?,
+                };
+                if over {
+                    finish(&mut injector)?;
+                    ended = true;
+                } else if lasts.is_some() {
+                    injector.tick(elapsed)?;
+                }
             }
             Ok(())
         },
     )?;
-    if fault_end_s >= args.seconds {
-        mark_end()?;
+    if !ended {
+        finish(&mut injector)?;
     }
+    let fault_s = match (began, *fault_end.lock().expect("fault end")) {
+        (Some(b), Some(e)) => e.saturating_duration_since(b).as_secs_f64(),
+        _ => 0.0,
+    };
     let measured = child.join().expect("pipeline thread")?;
     done.store(true, Ordering::Relaxed);
     scraper.join().ok();
@@ -281,10 +515,13 @@ fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> R
         *recovered.lock().expect("recovered"),
     );
     Ok(FaultRun {
-        scenario: scenario.to_owned(),
+        scenario,
         produced,
         lost,
         doubled,
+        bad_sent: injector.bad_sent,
+        refused: summary["kafka"]["rejected"].as_u64().unwrap_or(0),
+        fault_s,
         recovery_s: match (end, back) {
             (Some(e), Some(b)) => Some(b.saturating_duration_since(e).as_secs_f64()),
             _ => None,
@@ -294,6 +531,7 @@ fn one_scenario(args: &FaultsArgs, bin: &Path, work: &Path, scenario: &str) -> R
         retries: summary["cassandra"]["retries"].as_u64().unwrap_or(0),
         peak_rss_mib: measured.max_rss_mib(),
         wall_s: measured.wall.as_secs_f64(),
+        pipeline: summary,
     })
 }
 
@@ -304,18 +542,21 @@ pub fn run(args: FaultsArgs) -> Result<()> {
     let work = crate::w1::target_dir(&root).join("wattflow-bench");
     std::fs::create_dir_all(&work)?;
     let machine = Machine::probe(&root);
+    let budget_rows = args.max_queued_rows.unwrap_or(DEFAULT_MAX_QUEUED_ROWS);
+    let max_rss = args.max_rss_mib.unwrap_or(rss_budget_mib(budget_rows));
     let mut runs = Vec::new();
-    for scenario in &args.scenarios {
-        let r = one_scenario(&args, &bin, &work, scenario)?;
+    for &scenario in &args.scenarios {
+        let r = one_scenario(&args, &bin, &work, &root, scenario)?;
         eprintln!("  {}", r.row());
         runs.push(r);
     }
     let mut table = format!(
-        "### faults — Cassandra faults at {} readings/s ({} UTC)\n\n{} CPUs ({}), {} MiB, load {}, wattflow {}\n\n\
-         {} households at one reading a second for {} s; the fault from {} s for {} s; \
-         `wattflow run` (Kafka → Cassandra through Toxiproxy), {} worker(s).\n\n\
-         | scenario | produced | lost | counted twice | recovery after the fault | pauses | peak unwritten rows | retries | peak RSS |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "### faults at {} readings/s ({} UTC)\n\n{} CPUs ({}), {} MiB, load {}, wattflow {}\n\n\
+         {} households at one reading a second for {} s; the fault from {} s (Cassandra faults and bad \
+         messages {} s, Kafka cut {} s); `wattflow run` (Kafka → Cassandra, both through Toxiproxy), \
+         {} worker(s), `max_queued_rows` {} (RSS budget {:.0} MiB).\n\n\
+         | scenario | produced | lost | counted twice | bad messages refused | fault | recovery after the fault | pauses | peak unwritten rows | retries | peak RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         args.households,
         now_utc(),
         machine.cpus,
@@ -327,7 +568,10 @@ pub fn run(args: FaultsArgs) -> Result<()> {
         args.seconds,
         args.fault_at,
         args.fault_seconds,
-        args.workers
+        args.cut_seconds,
+        args.workers,
+        budget_rows,
+        max_rss
     );
     for r in &runs {
         table.push_str(&r.row());
@@ -340,11 +584,26 @@ pub fn run(args: FaultsArgs) -> Result<()> {
         serde_json::to_string_pretty(&runs)?,
     )?;
     println!("{table}");
-    let bad: Vec<&str> = runs
+    let bad: Vec<String> = runs
         .iter()
         .filter(|r| r.lost > 0 || r.doubled > 0)
-        .map(|r| r.scenario.as_str())
+        .map(|r| r.scenario.name().to_owned())
         .collect();
     ensure!(bad.is_empty(), "readings lost or counted twice in {bad:?}");
+    if args.check {
+        let problems: Vec<String> = runs
+            .iter()
+            .flat_map(|r| {
+                r.problems(budget_rows, max_rss)
+                    .into_iter()
+                    .map(|p| format!("{}: {p}", r.scenario.name()))
+            })
+            .collect();
+        ensure!(
+            problems.is_empty(),
+            "faults check failed: {}",
+            problems.join("; ")
+        );
+    }
     Ok(())
 }

@@ -12,7 +12,7 @@
 //! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- w4 \
 //!     [--runs 3] [--households 1000 --live-seconds 30]
 //! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- faults \
-//!     [--scenarios cassandra-down,cassandra-slow] [--households 10000 --seconds 120]
+//!     [--scenarios cassandra-down,cassandra-slow,kafka-cut,kafka-crash,bad-messages] [--check]
 //! ```
 //!
 //! Modules: [`w1`] (the history-replay workload), [`w2`] (the live stream), [`w4`] (history
