@@ -475,8 +475,18 @@ wait_ready() {
   done
 }
 
+# Waits up to $2 half-seconds for pid $1 to be gone; returns 1 if it is still there.
+wait_gone() {
+  local pid=$1 i
+  for ((i = 0; i < $2; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.5
+  done
+  ! kill -0 "$pid" 2>/dev/null
+}
+
 stop_service() {
-  local svc=$1 pid i
+  local svc=$1 pid
   if ! pid=$(our_pid "$svc"); then
     log "$svc not running"
     rm -f "$(pid_file "$svc")"
@@ -485,17 +495,10 @@ stop_service() {
   log "stopping $svc (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
   # Both shut down cleanly on SIGTERM (Kafka: controlled shutdown, Cassandra: drain); give them 30 s.
-  for ((i = 0; i < 30; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
+  if ! wait_gone "$pid" 60; then
     warn "$svc (pid $pid) still alive after 30 s: SIGKILL"
     kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 10; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 1
-    done
+    wait_gone "$pid" 20 || true
   fi
   rm -f "$(pid_file "$svc")"
   log "$svc stopped"
@@ -503,17 +506,14 @@ stop_service() {
 
 # SIGKILL, no shutdown: what a power cut or the OOM killer does. The data stays for the next `up`.
 crash_service() {
-  local svc=$1 pid i
+  local svc=$1 pid
   if ! pid=$(our_pid "$svc"); then
     log "$svc not running"
     return 0
   fi
   log "crashing $svc (SIGKILL to pid $pid)"
   kill -KILL "$pid" 2>/dev/null || true
-  for ((i = 0; i < 20; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
-  done
+  wait_gone "$pid" 20 || true
   rm -f "$(pid_file "$svc")"
   log "$svc crashed"
 }

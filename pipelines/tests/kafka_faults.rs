@@ -26,15 +26,9 @@ use wattflow_pipelines::Live;
 
 #[test]
 fn kafka_cut_for_30_s_then_the_broker_killed_mid_stream_lose_nothing() {
-    let Some(env) = env() else { return };
-    let Some(proxy) = toxiproxy(KAFKA_PROXY_NAME) else {
+    let Some((env, proxy, file, _exclusive)) = fault_test(KAFKA_PROXY_NAME) else {
         return;
     };
-    let Some(file) = common::data_file("uci_first_30_days.txt") else {
-        return;
-    };
-    let _exclusive = SERVERS.write().unwrap_or_else(|e| e.into_inner());
-    proxy.reset().expect("toxiproxy reset");
     let topic = unique("kafkafault");
     let keyspace = unique("wf_kafkafault");
     let group = format!("{topic}-group");

@@ -392,15 +392,9 @@ fn cassandra_down_for_30_s_pauses_consumption_and_a_kafka_restart_meanwhile_lose
 
 #[test]
 fn cassandra_answering_slowly_and_resetting_connections_loses_nothing() {
-    let Some(env) = env() else { return };
-    let Some(proxy) = toxiproxy(CASSANDRA_PROXY_NAME) else {
+    let Some((env, proxy, file, _exclusive)) = fault_test(CASSANDRA_PROXY_NAME) else {
         return;
     };
-    let Some(file) = common::data_file("uci_first_30_days.txt") else {
-        return;
-    };
-    let _exclusive = SERVERS.write().unwrap_or_else(|e| e.into_inner());
-    proxy.reset().expect("toxiproxy reset");
     let topic = unique("slow");
     let keyspace = unique("wf_slow");
     let published = publish_file(&env, &topic, &file, 2);

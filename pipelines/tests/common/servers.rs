@@ -270,6 +270,25 @@ pub fn toxiproxy(proxy: &str) -> Option<Toxiproxy> {
     }
 }
 
+/// What a fault test needs: the servers, the proxy named `proxy` reset to a clean state, the
+/// 30-day slice, and the servers' lock held exclusively (the test disturbs them). `None`
+/// (skip) without them, except under `CI=true`, where it fails.
+pub fn fault_test(
+    proxy: &str,
+) -> Option<(
+    Env,
+    Toxiproxy,
+    std::path::PathBuf,
+    std::sync::RwLockWriteGuard<'static, ()>,
+)> {
+    let env = env()?;
+    let proxy = toxiproxy(proxy)?;
+    let file = super::data_file("uci_first_30_days.txt")?;
+    let exclusive = SERVERS.write().unwrap_or_else(|e| e.into_inner());
+    proxy.reset().expect("toxiproxy reset");
+    Some((env, proxy, file, exclusive))
+}
+
 /// A sink configuration that reaches the node only through the Toxiproxy proxy.
 pub fn proxied_cassandra_config(env: &Env, keyspace: &str) -> CassandraSinkConfig {
     let mut config = cassandra_config(env, keyspace);
