@@ -40,6 +40,9 @@ fn kafka_cut_for_30_s_then_the_broker_killed_mid_stream_lose_nothing() {
     let mut kafka = kafka_config(&env, &topic);
     kafka.brokers = KAFKA_PROXY.to_owned();
     kafka.exit_when_idle = Some(Duration::from_secs(45));
+    if let Ok(debug) = std::env::var("WATTFLOW_TEST_KAFKA_DEBUG") {
+        kafka.properties.push(("debug".into(), debug));
+    }
     let cassandra = cassandra_config(&env, &keyspace);
     let live = std::thread::spawn(move || {
         Live::new(kafka, cassandra)
@@ -77,6 +80,16 @@ fn kafka_cut_for_30_s_then_the_broker_killed_mid_stream_lose_nothing() {
         produced.failed, 0,
         "the producer lost messages: {produced:?}"
     );
+    // Bounded: a source that never sees its partitions idle again would wait forever.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while !live.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not end within 150 s of the end of production: a partition never \
+             counted as idle again after the faults?"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let summary = live
         .join()
         .unwrap()

@@ -25,6 +25,15 @@
 //! cluster's frontier where it is. The capability never moves backwards; a reading that later
 //! arrives on an idle partition behind it is too late.
 //!
+//! Being at the end is only known while the broker answers: after consumer trouble (a broker
+//! down, a connection cut; librdkafka reports it as an error) no partition counts as at its
+//! end, so none is idle, until a message, an end-of-partition event or a watermark query to
+//! the broker says so again. Otherwise a cut longer than the idle timeout would let the
+//! capability jump to the furthest partition's watermark, and the backlog the others
+//! accumulated meanwhile would be refused as too late when the connection returns. For the
+//! same reason pausing forgets every end, and the idle timeout only counts time spent polling
+//! (a worker paused or held by flow control for a while starts its quiet timers again).
+//!
 //! # Offsets and restarts
 //! The window operator keeps open windows in memory, so after a restart every reading of every
 //! window that was not yet sealed and durable must be read again. Each partition remembers the
@@ -47,6 +56,7 @@
 //! queue and then in Kafka.
 
 mod config;
+mod ends;
 mod offsets;
 mod stats;
 #[cfg(test)]
@@ -178,6 +188,8 @@ pub fn kafka_source<'scope>(
         let mut caps = Some(capabilities);
         let mut in_flight = InFlight::new(worker.config.batches_in_flight);
         let mut paused = false;
+        // The Kafka timestamp of the newest message read (ms since the epoch).
+        let mut newest_read_ms: Option<i64> = None;
         let mut finished_at: Option<Instant> = None;
         let mut done = false;
         move |frontiers| {
@@ -261,6 +273,8 @@ pub fn kafka_source<'scope>(
             if pressed != paused {
                 pause_partitions(&consumer, &worker, pressed);
                 paused = pressed;
+                // Paused, the fetcher stops: where each end is must be learnt again.
+                worker.forget_ends();
             }
             let blocked = in_flight.blocked(now, &flow) || pressed;
             let mut taken = 0usize;
@@ -269,7 +283,10 @@ pub fn kafka_source<'scope>(
             let mut lag_ms = i64::MIN;
             if !blocked {
                 let now_ms = worker.config.calendar.now_ms();
+                // Kafka timestamps are UTC instants, whatever the readings' time basis.
+                let wall_ms = wall_clock_ms();
                 worker.now = Instant::now();
+                worker.polling();
                 let max_batch = worker.config.max_batch.max(1);
                 while taken < max_batch {
                     match consumer.poll(Duration::ZERO) {
@@ -280,8 +297,9 @@ pub fn kafka_source<'scope>(
                         Some(Ok(msg)) => {
                             taken += 1;
                             if let Some(at) = msg.timestamp().to_millis() {
-                                behind |= now_ms - at > BACKLOG_AGE_MS;
-                                lag_ms = now_ms - at;
+                                behind |= wall_ms - at > BACKLOG_AGE_MS;
+                                lag_ms = wall_ms - at;
+                                newest_read_ms = Some(at);
                             }
                             worker.handle(
                                 msg.partition(),
@@ -295,6 +313,7 @@ pub fn kafka_source<'scope>(
                             if let Some(s) = worker.partitions.iter_mut().find(|s| s.partition == p)
                             {
                                 s.eof = true;
+                                s.end_unknown = false;
                             }
                         }
                         Some(Err(e)) => {
@@ -322,7 +341,15 @@ pub fn kafka_source<'scope>(
             if lag_ms != i64::MIN {
                 worker.stats.behind_ms.store(lag_ms.max(0), Ordering::Relaxed);
             } else if drained {
-                worker.stats.behind_ms.store(0, Ordering::Relaxed);
+                // Nothing waiting: caught up, unless the broker is out of reach, when what is
+                // waiting is unknown and the newest message read only grows older.
+                let behind = match newest_read_ms {
+                    Some(at) if worker.partitions.iter().any(|p| p.end_unknown) => {
+                        (wall_clock_ms() - at).max(0)
+                    }
+                    _ => 0,
+                };
+                worker.stats.behind_ms.store(behind, Ordering::Relaxed);
             }
             if behind {
                 worker
@@ -347,7 +374,9 @@ pub fn kafka_source<'scope>(
             }
             // Idleness is judged only when the queue was drained: while blocked or busy, a
             // quiet partition may have messages waiting behind the others.
+            worker.note_consumer_errors();
             if drained {
+                worker.recheck_ends(&consumer);
                 let timeout = worker.config.idle_timeout;
                 for p in worker.partitions.iter_mut() {
                     p.idle = p.eof && p.last_message.elapsed() >= timeout;

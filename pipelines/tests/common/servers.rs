@@ -26,7 +26,15 @@ pub struct Env {
     pub cassandra: String,
 }
 
+/// The servers' addresses; also turns on the pipeline's log for the test when
+/// `WATTFLOW_TEST_LOG` holds a filter (e.g. `wattflow=debug`; shown with `--nocapture`).
 pub fn env() -> Option<Env> {
+    if let Ok(filter) = std::env::var("WATTFLOW_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     match (
         std::env::var("WATTFLOW_KAFKA"),
         std::env::var("WATTFLOW_CASSANDRA"),

@@ -67,6 +67,14 @@ pub(super) struct PartitionState {
     pub(super) eof: bool,
     /// Counted idle at the last full drain of the queue.
     pub(super) idle: bool,
+    /// The consumer reported trouble (a broker unreachable, a connection cut) since the end was
+    /// last seen: `eof` is no longer known to hold, the end is asked of the broker again.
+    pub(super) end_unknown: bool,
+    /// When the end was last forgotten ([`super::worker::Worker::forget_ends`]): only an
+    /// answer of the broker asked after it tells where the end is.
+    pub(super) end_forgotten: Instant,
+    /// When the end was last asked of the broker.
+    pub(super) end_asked: Option<Instant>,
     /// Offset of the next message to read, once one was read.
     pub(super) next_offset: Option<i64>,
     /// First offset of a delivered reading, per day start (ms), for days not yet final.
@@ -103,6 +111,9 @@ impl PartitionState {
             last_message: now,
             eof: false,
             idle: false,
+            end_unknown: false,
+            end_forgotten: now,
+            end_asked: None,
             next_offset: start,
             days: BTreeMap::new(),
             refused: VecDeque::new(),

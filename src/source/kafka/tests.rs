@@ -334,6 +334,43 @@ fn lateness_is_judged_per_partition_and_against_the_capability() {
 }
 
 #[test]
+fn consumer_trouble_makes_every_end_unknown_so_no_partition_idles_past_its_backlog() {
+    // Two partitions caught up, the second 10 minutes behind the first, when the broker goes
+    // away. The operator's rule after the idle timeout: a partition at its end is idle, and
+    // the capability follows the target.
+    let stats = Arc::new(KafkaStats::default());
+    let mut w = bare_worker(&[0, 1], 0, &stats);
+    let t = naive_to_ms(2024, 3, 10, 12, 0, 0).unwrap();
+    feed(&mut w, 0, 0, t + 600_000);
+    feed(&mut w, 1, 0, t);
+    for p in &mut w.partitions {
+        p.eof = true;
+    }
+    // librdkafka reports the cut: neither end is known any more, so neither partition may
+    // idle; both idle would move the capability to partition 0's watermark, past the backlog
+    // partition 1 may be accumulating at the broker meanwhile.
+    stats.consumer_errors.fetch_add(1, Ordering::Relaxed);
+    w.note_consumer_errors();
+    assert!(w
+        .partitions
+        .iter()
+        .all(|p| !p.eof && !p.idle && p.end_unknown));
+    for p in &mut w.partitions {
+        p.idle = p.eof;
+    }
+    w.cap = w.target();
+    assert_eq!(w.cap, (t - 60_000) as Time);
+    // Partition 1's backlog arrives once the broker is back: on time, not too late.
+    feed(&mut w, 1, 1, t + 1_000);
+    assert!(w.rejected.is_empty(), "refused: {:?}", w.rejected.len());
+    // Errors already seen change nothing; an end-of-partition event makes an end known again.
+    w.partitions[0].eof = true;
+    w.partitions[0].end_unknown = false;
+    w.note_consumer_errors();
+    assert!(w.partitions[0].eof);
+}
+
+#[test]
 fn idle_partitions_stop_holding_the_capability() {
     let stats = Arc::new(KafkaStats::default());
     let mut w = bare_worker(&[0, 2], 0, &stats);

@@ -12,6 +12,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use timely::dataflow::ProbeHandle;
 
 use super::config::*;
+use super::ends::EndQueries;
 use super::offsets::{retry_transient, PartitionState};
 use super::stats::KafkaStats;
 use crate::format::json::{check_future, parse_message};
@@ -46,6 +47,9 @@ impl ClientContext for SourceContext {
         if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
             tracing::debug!("librdkafka: {error}: {reason}");
         } else {
+            // Counted: the workers take every end they saw as unknown again (see
+            // `Worker::note_consumer_errors`).
+            self.stats.consumer_errors.fetch_add(1, Ordering::Relaxed);
             tracing::error!("librdkafka: {error}: {reason}");
         }
     }
@@ -89,6 +93,12 @@ pub(super) struct Worker {
     covered_logged: Vec<i32>,
     /// The watermark every worker of the source (of every process) last sent.
     pub(super) peer_watermarks: BTreeMap<usize, i64>,
+    /// [`KafkaStats::consumer_errors`] when this worker last looked.
+    seen_errors: u64,
+    /// When this worker last polled the consumer.
+    last_polled: Instant,
+    /// Questions to the broker about where partitions end.
+    ends: EndQueries,
 }
 
 impl Worker {
@@ -101,6 +111,7 @@ impl Worker {
         partitions: Vec<PartitionState>,
     ) -> Worker {
         let now = Instant::now();
+        let ends = EndQueries::new(Arc::clone(&config));
         Worker {
             config,
             stats,
@@ -116,6 +127,88 @@ impl Worker {
             switch: SwitchTimes::default(),
             covered_logged: Vec::new(),
             peer_watermarks: BTreeMap::new(),
+            seen_errors: 0,
+            last_polled: now,
+            ends,
+        }
+    }
+
+    /// Called before polling at `self.now`. A partition is idle after `idle_timeout` of
+    /// polling without a message; time spent not polling (paused for the sinks' budget, held
+    /// by flow control) does not count: the fetcher may not have delivered what arrived
+    /// meanwhile, so after a gap of more than half the idle timeout every quiet timer starts
+    /// again.
+    pub(super) fn polling(&mut self) {
+        if self.now.duration_since(self.last_polled) > self.config.idle_timeout / 2 {
+            for p in &mut self.partitions {
+                p.last_message = p.last_message.max(self.now);
+            }
+        }
+        self.last_polled = self.now;
+    }
+
+    /// Forgets where every partition's end is (see [`Worker::note_consumer_errors`]).
+    pub(super) fn forget_ends(&mut self) {
+        let now = Instant::now();
+        for p in &mut self.partitions {
+            p.eof = false;
+            p.idle = false;
+            p.end_unknown = true;
+            p.end_forgotten = now;
+        }
+    }
+
+    /// After consumer trouble (a broker down, a connection cut: counted in
+    /// [`KafkaStats::consumer_errors`]) no partition is known to be at its end any more: while
+    /// the broker is out of reach the topic may be filling behind a partition that looked
+    /// caught up. Such a partition must not count as idle (that would let the capability jump
+    /// to the other partitions' watermark and make its backlog too late) until a message, an
+    /// end-of-partition event or the broker itself ([`Worker::recheck_ends`]) says where its
+    /// end is.
+    pub(super) fn note_consumer_errors(&mut self) {
+        let errors = self.stats.consumer_errors.load(Ordering::Relaxed);
+        if errors == self.seen_errors {
+            return;
+        }
+        self.seen_errors = errors;
+        self.forget_ends();
+    }
+
+    /// Asks the broker where every quiet partition whose end became unknown ends (at most once
+    /// per idle timeout each, on another thread: [`super::ends`]), and takes an answer asked
+    /// after the end was forgotten: a partition with nothing after its next offset is at its
+    /// end again. One that never gets a message after the trouble would otherwise never be idle
+    /// again.
+    pub(super) fn recheck_ends<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let timeout = self.config.idle_timeout;
+        let now = Instant::now();
+        for p in &mut self.partitions {
+            if !p.end_unknown || p.eof || p.last_message.elapsed() < timeout {
+                continue;
+            }
+            if let Some((asked, low, high)) = self.ends.answer(p.partition) {
+                // Nothing read yet and no position: the partition is read from its start (an
+                // empty partition, never to get a message, is at its end at once).
+                let position = p.next_offset.or_else(|| {
+                    let list = consumer.position().ok()?;
+                    match list
+                        .find_partition(&self.config.topic, p.partition)?
+                        .offset()
+                    {
+                        rdkafka::Offset::Offset(n) => Some(n),
+                        _ => None,
+                    }
+                });
+                if asked >= p.end_forgotten && position.unwrap_or(low) >= high {
+                    p.eof = true;
+                    p.end_unknown = false;
+                    continue;
+                }
+            }
+            if p.end_asked.is_none_or(|t| now.duration_since(t) >= timeout) {
+                p.end_asked = Some(now);
+                self.ends.ask(p.partition);
+            }
         }
     }
 
