@@ -59,6 +59,14 @@ impl Halt {
         self.stop.store(true, Ordering::SeqCst);
     }
 
+    /// Stops the run for an error that its operator reports itself (a sink with a report of
+    /// its own, such as the batch views'): as [`Halt::fail`], without recording it here.
+    pub fn stop_for(&self, error: &dyn std::fmt::Display) {
+        self.hold_commits.store(true, Ordering::SeqCst);
+        tracing::error!("{error}");
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     /// Whether a fatal error has held the commits.
     pub fn held(&self) -> bool {
         self.hold_commits.load(Ordering::SeqCst)

@@ -378,6 +378,7 @@ impl Context {
                 Arc::clone(config),
                 Arc::clone(&self.report),
                 Arc::clone(&self.progress.parquet),
+                Some(self.halt()),
             ));
         }
         let progress = Arc::clone(&self.progress);
@@ -1008,10 +1009,17 @@ fn log_progress(
     every: Duration,
 ) {
     let mut last = (Instant::now(), 0u64, 0u64);
+    // A stop logs the progress at once, but only once: afterwards the run may take a while to
+    // wind down, and the lines keep their pace.
+    let mut stop_seen = false;
     while !done.load(Ordering::Relaxed) {
         let wake = Instant::now() + every;
         while Instant::now() < wake {
-            if done.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+            if done.load(Ordering::Relaxed) {
+                break;
+            }
+            if !stop_seen && stop.load(Ordering::Relaxed) {
+                stop_seen = true;
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));

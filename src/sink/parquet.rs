@@ -41,7 +41,10 @@
 //! and, for the files that finished close together, syncs their folders and updates the
 //! manifests once ([`writer`]); only then is a partition's capability released. A failed write
 //! is a [`ParquetSinkError`] naming its file: the partition keeps its capability until the
-//! input ends, and the run then fails with the error.
+//! input ends, and the run then fails with the error. Given a [`Halt`], the sink also stops the
+//! run at once: commits and checkpoints are held first, so nothing past the failed file's
+//! windows is committed even when the capability goes with the end of the input (a Kafka run
+//! would otherwise commit its whole topic at its end, and a rerun find nothing to rewrite).
 //!
 //! # Durability frontier
 //! The sink's one output carries no data. It holds, for every partition kept in memory or being
@@ -77,6 +80,7 @@ pub use layout::{
 pub use manifest::{check_buckets, read_manifest, update_manifest, Manifest, PartitionEntry};
 pub use writer::{clean_debris, merge_sorted_files, write_partition, FileSummary, PartitionFile};
 
+use crate::error::Halt;
 use crate::hash::FxMap;
 use crate::model::{Aggregate, Granularity, MeterId, WindowKey};
 use crate::time::Calendar;
@@ -298,7 +302,8 @@ fn hold(cap: &InputCapability<Time>, time: Time) -> Capability<Time> {
 
 /// Writes the window updates of `updates` as batch views and returns the durability frontier
 /// (see the module docs). What was written is recorded in `report` (shared by the workers of
-/// this process) and in each granularity's manifest.
+/// this process) and in each granularity's manifest; a failed write also stops the run through
+/// `halt`, when given.
 ///
 /// Updates are applied as they arrive: the aggregation operator sends the `−old, +new` of a
 /// window in time order over one channel, and timely channels keep order, so the last `+` of a
@@ -308,6 +313,7 @@ pub fn parquet_sink<'scope>(
     config: Arc<ParquetSinkConfig>,
     report: Arc<Mutex<SinkReport>>,
     stats: Arc<ParquetStats>,
+    halt: Option<Halt>,
 ) -> StreamVec<'scope, Time, ()> {
     let scope = updates.scope();
     let mut builder = OperatorBuilder::new("ParquetViewSink".to_owned(), scope);
@@ -424,6 +430,15 @@ pub fn parquet_sink<'scope>(
                 if let Some(cap) = writing.remove(&id) {
                     if !durable {
                         failed.push(cap);
+                        // Stop now: a failed file is not retried, and nothing after its
+                        // windows may be committed, even once the input ends.
+                        if let Some(halt) = &halt {
+                            let report = report.lock().unwrap_or_else(|e| e.into_inner());
+                            match report.errors.last() {
+                                Some(e) => halt.stop_for(e),
+                                None => halt.stop_for(&"a batch view file was not written"),
+                            }
+                        }
                     }
                 }
             }
@@ -535,7 +550,8 @@ mod tests {
             let probe = ProbeHandle::new();
             worker.dataflow::<Time, _, _>(|scope| {
                 let updates = scope.input_from(&mut input);
-                parquet_sink(updates, c, r, Arc::new(ParquetStats::default())).probe_with(&probe);
+                parquet_sink(updates, c, r, Arc::new(ParquetStats::default()), None)
+                    .probe_with(&probe);
             });
             let t0 = time::naive_to_ms(2007, 1, 1, 0, 0, 0).unwrap();
             for minute in 0..minutes {
