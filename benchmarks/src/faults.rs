@@ -29,7 +29,16 @@
 //!   started again at once; the fault ends when it answers again;
 //! - `bad-messages`: for `--fault-seconds`, 100 pathological messages a second (control
 //!   characters, invalid UTF-8, JSON 10,000 deep, 2 MB, not JSON) among the readings: each
-//!   must be refused and dead-lettered (the `refused` column) while the readings flow.
+//!   must be refused and dead-lettered (the `refused` column) while the readings flow;
+//! - `disk-full`: the pipeline also writes the batch views, to a small tmpfs the harness
+//!   mounts (it needs root); at `--fault-at` a filler file leaves it 256 KiB free, and it
+//!   stays full until the run has ended. The batch views' files are written when their
+//!   partition (a month, a year) or the input ends, so the run must fail at its end with an
+//!   error saying the disk is full, with no partial file visible and nothing committed that
+//!   the views do not hold. The harness then frees the space (the fault's end) and runs the
+//!   pipeline again on the same consumer group: it resumes from the commits, and its Parquet
+//!   day view must hold every reading once, as must Cassandra's. Recovery is the rerun's time
+//!   less its idle wait.
 //!
 //! With `--check` the harness fails unless every scenario lost and doubled nothing, recovered,
 //! refused exactly the bad messages it was sent, paused consumption whenever the speed
@@ -52,7 +61,7 @@ use wattflow::sink::cassandra::{connect, read_view, CassandraSinkConfig, DEFAULT
 
 use crate::feed::{free_port, generator, metric, produce_in_real_time, scrape};
 use crate::machine::{now_utc, Machine};
-use crate::measure;
+use crate::measure::{self, Deadline};
 use wattflow_pipelines::toxiproxy::{
     Toxiproxy, CASSANDRA_PROXY, CASSANDRA_PROXY_NAME, KAFKA_PROXY, KAFKA_PROXY_NAME,
 };
@@ -71,6 +80,8 @@ pub enum Scenario {
     KafkaCrash,
     /// 100 pathological messages a second among the readings for `--fault-seconds`.
     BadMessages,
+    /// The batch views' disk full from `--fault-at` until the run ends; then a rerun.
+    DiskFull,
 }
 
 impl Scenario {
@@ -81,6 +92,7 @@ impl Scenario {
             Scenario::KafkaCut => "kafka-cut",
             Scenario::KafkaCrash => "kafka-crash",
             Scenario::BadMessages => "bad-messages",
+            Scenario::DiskFull => "disk-full",
         }
     }
 }
@@ -93,7 +105,7 @@ pub struct FaultsArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "cassandra-down,cassandra-slow,kafka-cut,kafka-crash,bad-messages"
+        default_value = "cassandra-down,cassandra-slow,kafka-cut,kafka-crash,bad-messages,disk-full"
     )]
     pub scenarios: Vec<Scenario>,
     /// Households, one reading a second each (10,000: 10,000 readings/s).
@@ -179,7 +191,11 @@ struct FaultRun {
     retries: u64,
     peak_rss_mib: f64,
     wall_s: f64,
-    /// The pipeline's own summary (`--summary-json`), for a closer look.
+    /// `disk-full`: what the run on the full disk ended with (`None`: it did not fail), and
+    /// the partial or unreadable files it left visible.
+    disk_full_error: Option<String>,
+    partial_files: Vec<String>,
+    /// The pipeline's own summary (`--summary-json`; of the rerun for `disk-full`).
     pipeline: serde_json::Value,
 }
 
@@ -230,6 +246,20 @@ impl FaultRun {
                 "the budget of {budget_rows} rows was used up but consumption never paused"
             ));
         }
+        if self.scenario == Scenario::DiskFull {
+            match &self.disk_full_error {
+                None => out.push("the run on a full disk did not fail".into()),
+                Some(e) if !e.contains("No space left") => {
+                    out.push(format!(
+                        "the run on a full disk failed without saying so: {e}"
+                    ));
+                }
+                Some(_) => {}
+            }
+            if !self.partial_files.is_empty() {
+                out.push(format!("partial files visible: {:?}", self.partial_files));
+            }
+        }
         if self.peak_rss_mib > max_rss_mib {
             out.push(format!(
                 "peak RSS {:.0} MiB over the budget of {max_rss_mib:.0} MiB",
@@ -266,6 +296,8 @@ struct Injector<'a> {
     /// `bad-messages`: their producer, the shapes and how many were sent.
     bad: Option<(ReadingProducer, Vec<Vec<u8>>, Vec<u8>)>,
     bad_sent: u64,
+    /// `disk-full`: the mounted tmpfs.
+    disk: Option<&'a Path>,
 }
 
 impl Injector<'_> {
@@ -296,6 +328,16 @@ impl Injector<'_> {
                 self.bad = Some((ReadingProducer::new(brokers, topic)?, bad_shapes(), large));
                 self.tick(0)?;
             }
+            Scenario::DiskFull => {
+                let disk = self.disk.context("disk-full without its tmpfs")?;
+                let leave = 256 * 1024;
+                let free = free_bytes(disk)?;
+                std::fs::write(
+                    disk.join(FILLER),
+                    vec![0u8; free.saturating_sub(leave) as usize],
+                )
+                .context("filling the tmpfs")?;
+            }
         }
         Ok(())
     }
@@ -317,9 +359,16 @@ impl Injector<'_> {
         Ok(self.restart.as_ref().is_some_and(|r| r.is_finished()))
     }
 
-    /// Ends the fault: the proxies as they were, the broker back, the bad messages delivered.
+    /// Ends the fault: the proxies as they were, the broker back, the bad messages delivered,
+    /// the disk's space freed.
     fn end(&mut self) -> Result<()> {
         self.cassandra.reset()?;
+        if let Some(disk) = self.disk {
+            let filler = disk.join(FILLER);
+            if filler.exists() {
+                std::fs::remove_file(filler)?;
+            }
+        }
         if let Some(restart) = self.restart.take() {
             restart.join().expect("restart thread")?;
         }
@@ -338,7 +387,8 @@ impl Injector<'_> {
     fn lasts(&self, args: &FaultsArgs) -> Option<u32> {
         match self.scenario {
             Scenario::KafkaCut => Some(args.cut_seconds),
-            Scenario::KafkaCrash => None,
+            // Ended by the harness once the run has ended.
+            Scenario::KafkaCrash | Scenario::DiskFull => None,
             _ => Some(args.fault_seconds),
         }
     }
@@ -361,15 +411,22 @@ fn one_scenario(
     );
     ensure_topic(&args.brokers, &tag, args.partitions)?;
     let budget_rows = args.max_queued_rows.unwrap_or(DEFAULT_MAX_QUEUED_ROWS);
+    // `disk-full`: the batch views on a tmpfs of their own (unmounted on drop).
+    let disk = match scenario {
+        Scenario::DiskFull => Some(Tmpfs::mount(&work.join(format!("{tag}-disk")), "64m")?),
+        _ => None,
+    };
+    let views_dir = disk.as_ref().map(|d| d.0.join("views"));
     let config = work.join(format!("{tag}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{KAFKA_PROXY}\"\ntopic = \"{tag}\"\n\n[cassandra]\ncontact_points = [\"{CASSANDRA_PROXY}\"]\n\
-             keyspace = \"{tag}\"\naddress_map = {{ \"{}\" = \"{CASSANDRA_PROXY}\" }}\nmax_queued_rows = {budget_rows}\n",
-            args.cassandra
-        ),
-    )?;
+    let mut toml = format!(
+        "[kafka]\nbrokers = \"{KAFKA_PROXY}\"\ntopic = \"{tag}\"\n\n[cassandra]\ncontact_points = [\"{CASSANDRA_PROXY}\"]\n\
+         keyspace = \"{tag}\"\naddress_map = {{ \"{}\" = \"{CASSANDRA_PROXY}\" }}\nmax_queued_rows = {budget_rows}\n",
+        args.cassandra
+    );
+    if let Some(views) = &views_dir {
+        toml.push_str(&format!("\n[parquet]\nout = \"{}\"\n", views.display()));
+    }
+    std::fs::write(&config, toml)?;
     // Longer than any cut, so only the end of production ends the run.
     let idle = match scenario {
         Scenario::KafkaCut => args.cut_seconds + 15,
@@ -378,20 +435,26 @@ fn one_scenario(
     };
     let summary_file = work.join(format!("{tag}.json"));
     let addr = format!("127.0.0.1:{}", free_port()?);
-    let mut cmd = Command::new(bin);
-    cmd.arg("run")
-        .arg("--config")
-        .arg(&config)
-        .args(["--workers", &args.workers.to_string()])
-        .args(["--exit-when-idle", &format!("{idle}s"), "--lateness", "1s"])
-        .args(["--metrics-listen", &addr])
-        .arg("--summary-json")
-        .arg(&summary_file)
-        .env("RUST_LOG", "error");
-    let child = thread::spawn(move || measure::run(&mut cmd));
+    let pipeline = |addr: &str| {
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config)
+            .args(["--workers", &args.workers.to_string()])
+            .args(["--exit-when-idle", &format!("{idle}s"), "--lateness", "1s"])
+            .args(["--metrics-listen", addr])
+            .arg("--summary-json")
+            .arg(&summary_file)
+            .env("RUST_LOG", "error");
+        cmd
+    };
+    let mut cmd = pipeline(&addr);
+    let child = thread::spawn(move || measure::run_to_exit(&mut cmd, Deadline::default()));
 
-    // Recovery: the first moment after the fault's end at which the pipeline reads within 2 s
-    // of real time.
+    // Recovery: the first moment after the fault's end at which the pipeline has read a
+    // reading from Kafka since that end (a gauge alone can be stale: a source that reads
+    // nothing may report no lag), reads within 2 s of real time and holds no more unwritten
+    // rows than its steady working set.
     let done = Arc::new(AtomicBool::new(false));
     let fault_end: Arc<Mutex<Option<Instant>>> = Arc::default();
     let recovered: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -405,15 +468,23 @@ fn one_scenario(
             Arc::clone(&peak_unwritten),
         );
         thread::spawn(move || {
+            // Kafka readings read when the fault's end was first seen.
+            let mut read_at_end: Option<f64> = None;
             while !done.load(Ordering::Relaxed) {
                 let ended = *fault_end.lock().expect("fault end");
                 if let Some(text) = scrape(&addr) {
+                    let read = metric(&text, "wattflow_readings_total{source=\"kafka\"}");
+                    if ended.is_some() && read_at_end.is_none() {
+                        read_at_end = read;
+                    }
+                    let read_since_end = matches!((read, read_at_end), (Some(r), Some(e)) if r > e);
                     let unwritten = metric(&text, "wattflow_cassandra_rows_unwritten");
                     let mut peak = peak_unwritten.lock().expect("peak");
                     *peak = peak.max(unwritten.unwrap_or(0.0));
                     let behind = metric(&text, "wattflow_kafka_behind_real_time_seconds");
-                    let caught_up =
-                        behind.is_some_and(|b| b <= 2.0) && unwritten.is_some_and(|u| u <= steady);
+                    let caught_up = read_since_end
+                        && behind.is_some_and(|b| b <= 2.0)
+                        && unwritten.is_some_and(|u| u <= steady);
                     let mut r = recovered.lock().expect("recovered");
                     if ended.is_some() && r.is_none() && caught_up {
                         *r = Some(Instant::now());
@@ -434,6 +505,7 @@ fn one_scenario(
         restart: None,
         bad: None,
         bad_sent: 0,
+        disk: disk.as_ref().map(|d| d.0.as_path()),
     };
     let mut began: Option<Instant> = None;
     let mut ended = false;
@@ -468,16 +540,45 @@ fn one_scenario(
             Ok(())
         },
     )?;
-    if !ended {
+    if !ended && scenario != Scenario::DiskFull {
         finish(&mut injector)?;
+    }
+    let (measured, failure) = child.join().expect("pipeline thread")?;
+    done.store(true, Ordering::Relaxed);
+    scraper.join().ok();
+    let (mut peak_rss_mib, mut wall_s) = (measured.max_rss_mib(), measured.wall.as_secs_f64());
+    let (mut disk_full_error, mut partial_files) = (None, Vec::new());
+    if let Some(views) = &views_dir {
+        // The run on the full disk has ended (it should have failed): free the space, run
+        // again, and time it.
+        disk_full_error = failure.as_deref().map(|f| {
+            f.lines()
+                .find(|l| l.contains("No space left") || l.contains("space"))
+                .unwrap_or(f)
+                .trim()
+                .to_owned()
+        });
+        partial_files = partial_or_unreadable(views);
+        finish(&mut injector)?;
+        let mut again = pipeline(&format!("127.0.0.1:{}", free_port()?));
+        let (rerun, failure) = measure::run_to_exit(&mut again, Deadline::default())?;
+        if let Some(failure) = failure {
+            anyhow::bail!("disk-full: the rerun after freeing the space failed: {failure}");
+        }
+        let waited = Duration::from_secs(u64::from(idle));
+        *recovered.lock().expect("recovered") = fault_end
+            .lock()
+            .expect("fault end")
+            .map(|e| e + rerun.wall.saturating_sub(waited));
+        peak_rss_mib = peak_rss_mib.max(rerun.max_rss_mib());
+        wall_s += rerun.wall.as_secs_f64();
+    } else if let Some(failure) = failure {
+        anyhow::bail!("{}: {failure}", scenario.name());
     }
     let fault_s = match (began, *fault_end.lock().expect("fault end")) {
         (Some(b), Some(e)) => e.saturating_duration_since(b).as_secs_f64(),
         _ => 0.0,
     };
-    let measured = child.join().expect("pipeline thread")?;
-    done.store(true, Ordering::Relaxed);
-    scraper.join().ok();
     let summary: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&summary_file).context("the pipeline's summary")?,
     )?;
@@ -505,6 +606,15 @@ fn one_scenario(
         lost += want.saturating_sub(got);
         doubled += got.saturating_sub(want);
     }
+    if let Some(views) = &views_dir {
+        // And the batch views' day rows: every meter once, with every reading.
+        let days = parquet_day_samples(views)?;
+        for h in 1..=args.households {
+            let got = days.get(generator.meter(h).as_str()).copied().unwrap_or(0);
+            lost += want.saturating_sub(got);
+            doubled += got.saturating_sub(want);
+        }
+    }
     let _ = views.execute(&format!("DROP KEYSPACE IF EXISTS {tag}"));
     let _ = delete_topics(&args.brokers, &[&tag, &format!("{tag}.rejected")]);
     let _ = std::fs::remove_file(&summary_file);
@@ -529,8 +639,10 @@ fn one_scenario(
         pauses: summary["kafka"]["pauses"].as_u64().unwrap_or(0),
         peak_unwritten_rows,
         retries: summary["cassandra"]["retries"].as_u64().unwrap_or(0),
-        peak_rss_mib: measured.max_rss_mib(),
-        wall_s: measured.wall.as_secs_f64(),
+        peak_rss_mib,
+        wall_s,
+        disk_full_error,
+        partial_files,
         pipeline: summary,
     })
 }
@@ -606,4 +718,131 @@ pub fn run(args: FaultsArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The filler file `disk-full` writes to its tmpfs.
+const FILLER: &str = "filler";
+
+/// A tmpfs mounted for `disk-full`, unmounted (and its mount point removed) on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs> {
+        std::fs::create_dir_all(dir)?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .context("running mount")?;
+        ensure!(
+            status.success(),
+            "disk-full mounts a tmpfs at {} and needs root for it",
+            dir.display()
+        );
+        Ok(Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Bytes free for an unprivileged writer on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+    // SAFETY: a valid NUL-terminated path and a zeroed plain C struct for statvfs to fill.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    ensure!(
+        rc == 0,
+        "statvfs {}: {}",
+        dir.display(),
+        std::io::Error::last_os_error()
+    );
+    #[allow(clippy::useless_conversion)] // the field types differ between targets
+    let free = u64::from(stat.f_bavail) * u64::from(stat.f_frsize);
+    Ok(free)
+}
+
+/// Files under `dir` a reader must never see: temporary files, and Parquet files that do not
+/// read to their end.
+fn partial_or_unreadable(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for file in files_under(dir) {
+        let name = file.display().to_string();
+        let name_only = file.file_name().map(|n| n.to_string_lossy().into_owned());
+        let temporary = name_only.is_some_and(|n| n.contains(".tmp"));
+        let unreadable = || name.ends_with(".parquet") && read_parquet(&file, |_| Ok(())).is_err();
+        if temporary || unreadable() {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Samples per meter in the Parquet day view under `views`.
+fn parquet_day_samples(views: &Path) -> Result<std::collections::HashMap<String, u64>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    let mut out = std::collections::HashMap::new();
+    for file in files_under(&views.join("day")) {
+        if file.extension().is_none_or(|e| e != "parquet") {
+            continue;
+        }
+        read_parquet(&file, |batch| {
+            let meter = batch.column_by_name("meter").context("no column meter")?;
+            let samples = batch
+                .column_by_name("samples")
+                .context("no column samples")?;
+            let (meter, samples) = (
+                meter.as_string::<i32>(),
+                samples.as_primitive::<Int64Type>(),
+            );
+            for i in 0..batch.num_rows() {
+                *out.entry(meter.value(i).to_owned()).or_insert(0) +=
+                    u64::try_from(samples.value(i)).unwrap_or(0);
+            }
+            Ok(())
+        })
+        .with_context(|| format!("reading {}", file.display()))?;
+    }
+    Ok(out)
+}
+
+/// Every batch of the Parquet file at `path`, in order.
+fn read_parquet(
+    path: &Path,
+    mut each: impl FnMut(&arrow_array::RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let file = std::fs::File::open(path)?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    for batch in reader {
+        each(&batch?)?;
+    }
+    Ok(())
+}
+
+/// Every file under `dir`, recursively (none if it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }

@@ -90,6 +90,16 @@ pub fn run(cmd: &mut Command) -> Result<Measured> {
 
 /// [`run`], telling the child to stop (`SIGTERM`) once `deadline` has passed.
 pub fn run_until(cmd: &mut Command, deadline: Deadline) -> Result<Measured> {
+    let (measured, failure) = run_to_exit(cmd, deadline)?;
+    match failure {
+        Some(failure) => bail!("{failure}"),
+        None => Ok(measured),
+    }
+}
+
+/// [`run_until`] for a child that may fail: its measurements either way, and, when it did not
+/// exit with status 0, how it ended with the tail of its stderr.
+pub fn run_to_exit(cmd: &mut Command, deadline: Deadline) -> Result<(Measured, Option<String>)> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -153,17 +163,17 @@ pub fn run_until(cmd: &mut Command, deadline: Deadline) -> Result<Measured> {
     let stdout = stdout.join().expect("stdout reader panicked");
     let stderr = stderr.join().expect("stderr reader panicked");
 
-    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+    let failure = (!libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0).then(|| {
         let how = if libc::WIFSIGNALED(status) {
             format!("was killed by signal {}", libc::WTERMSIG(status))
         } else {
             format!("exited with status {}", libc::WEXITSTATUS(status))
         };
-        bail!("{what} {how}; end of its stderr:\n{}", tail(&stderr, 40));
-    }
+        format!("{what} {how}; end of its stderr:\n{}", tail(&stderr, 40))
+    });
     let tree = tree.lock().expect("tree samples");
     let sampled = tree.own_hwm_kib.max(tree.peak_rss_kib);
-    Ok(Measured {
+    let measured = Measured {
         wall,
         max_rss_kib: match sampled {
             0 => u64::try_from(usage.ru_maxrss).unwrap_or(0),
@@ -174,7 +184,8 @@ pub fn run_until(cmd: &mut Command, deadline: Deadline) -> Result<Measured> {
         tree_cpu: tree.cpu(),
         stopped: stopped.load(Ordering::Relaxed),
         stdout,
-    })
+    };
+    Ok((measured, failure))
 }
 
 /// What the sampler saw of a process tree.
