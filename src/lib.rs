@@ -11,6 +11,8 @@
 //!   `kafka` feature);
 //! - [`sink`]: the batch views (Parquet), the dead-letter file, and the speed views (Cassandra,
 //!   with the `cassandra` feature);
+//! - [`serve`]: the serving layer's query over both views (batch rows up to the sealed
+//!   high-water mark, speed rows after it) and how fresh its answer is;
 //! - [`generate`]: a seeded synthetic household history;
 //! - [`time`]: the naive calendar arithmetic of the data.
 //!
@@ -24,6 +26,8 @@ pub mod generate;
 pub mod hash;
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "parquet")]
+pub mod serve;
 #[cfg(feature = "kafka")]
 pub mod simulate;
 pub mod sink;

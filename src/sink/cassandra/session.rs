@@ -362,6 +362,45 @@ pub fn read_view(
     })?
 }
 
+/// The meters that have rows in the day view (`SELECT DISTINCT meter, bucket`: one entry per
+/// meter and year), sorted and without repeats.
+pub fn list_meters(views: &CassandraViews) -> Result<Vec<String>, CassandraError> {
+    let shared = Arc::clone(&views.shared);
+    let mut statement = Statement::new(format!(
+        "SELECT DISTINCT meter, bucket FROM {}.{}",
+        views.config.keyspace,
+        super::table_of(Granularity::Day)
+    ));
+    statement.set_page_size(5000);
+    statement.set_request_timeout(Some(views.config.schema_timeout));
+    views.run(async move {
+        let mut meters = std::collections::BTreeSet::new();
+        let mut paging = PagingState::start();
+        loop {
+            let (result, next) = shared
+                .session
+                .query_single_page(statement.clone(), &[], paging)
+                .await
+                .map_err(|e| CassandraError::Query(e.into()))?;
+            let rows = result
+                .into_rows_result()
+                .map_err(|e| CassandraError::Query(e.into()))?;
+            for row in rows
+                .rows::<(String, i32)>()
+                .map_err(|e| CassandraError::BadRow(e.into()))?
+            {
+                let (meter, _) = row.map_err(|e| CassandraError::BadRow(e.into()))?;
+                meters.insert(meter);
+            }
+            match next {
+                PagingStateResponse::HasMorePages { state } => paging = state,
+                PagingStateResponse::NoMorePages => break,
+            }
+        }
+        Ok(meters.into_iter().collect())
+    })?
+}
+
 pub(super) fn to_row(names: &[String], row: Row) -> Result<CassandraRow, CassandraError> {
     let mut out = CassandraRow {
         meter: String::new(),

@@ -1,0 +1,442 @@
+//! Reading the batch views back: the files a granularity's manifest lists, pruned to the row
+//! groups whose `window_start` range overlaps the query.
+//!
+//! Only the files in `_manifest.json` are read: a file is listed once it is durable and its
+//! windows sealed, so a file being rewritten by a resumed run (on disk, not yet listed) is
+//! never half-read. Each file's footer (row groups and their `window_start` statistics) is
+//! loaded once and kept while the file's size and modification time stay the same; the
+//! manifest is looked at again (one `stat`) on every query, so a running pipeline's new files
+//! appear at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Decimal128Type, Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::statistics::Statistics;
+
+use super::row::{MeasureValues, Source, ViewRow};
+use super::ServeError;
+use crate::model::{Granularity, Measure, MeterId, MEASURES};
+use crate::sink::parquet::{bucket_of, read_manifest, Manifest, MANIFEST_FILE};
+
+/// The batch views under one output folder (`<dir>/minute`, `<dir>/hour`, `<dir>/day`).
+#[derive(Debug)]
+pub struct BatchViews {
+    dir: PathBuf,
+    cache: Mutex<BTreeMap<Granularity, Arc<Indexed>>>,
+}
+
+/// A granularity's manifest and the footers of its files.
+#[derive(Debug)]
+struct Indexed {
+    stamp: Option<Stamp>,
+    manifest: Option<Manifest>,
+    files: Vec<Arc<FileIndex>>,
+}
+
+/// What tells a file changed: its length and modification time.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Stamp> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(Stamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+        })
+    }
+}
+
+/// One file of a view: its bucket, end of its last window, footer and row-group ranges.
+#[derive(Debug)]
+struct FileIndex {
+    path: PathBuf,
+    stamp: Option<Stamp>,
+    /// The meter bucket of `part-<bucket>.parquet`.
+    bucket: u32,
+    last_window_end_ms: i64,
+    metadata: ArrowReaderMetadata,
+    /// Per row group, the smallest and largest `window_start` (`None`: no statistics, always read).
+    groups: Vec<Option<(i64, i64)>>,
+    /// The meters in the file, loaded on first use.
+    meters: Mutex<Option<Arc<BTreeSet<String>>>>,
+}
+
+fn bucket_of_path(path: &str) -> u32 {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.strip_prefix("part-")
+        .and_then(|n| n.strip_suffix(".parquet"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn parquet_error(path: &Path, e: impl std::fmt::Display) -> ServeError {
+    ServeError::Batch {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+impl FileIndex {
+    fn load(path: PathBuf, bucket: u32, last_window_end_ms: i64) -> Result<FileIndex, ServeError> {
+        let stamp = Stamp::of(&path);
+        let file = File::open(&path).map_err(|e| parquet_error(&path, e))?;
+        let metadata = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+            .map_err(|e| parquet_error(&path, e))?;
+        let column = metadata
+            .schema()
+            .index_of("window_start")
+            .map_err(|e| parquet_error(&path, e))?;
+        let groups = metadata
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| match rg.column(column).statistics() {
+                Some(Statistics::Int64(s)) => match (s.min_opt(), s.max_opt()) {
+                    (Some(&a), Some(&b)) => Some((a, b)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        Ok(FileIndex {
+            path,
+            stamp,
+            bucket,
+            last_window_end_ms,
+            metadata,
+            groups,
+            meters: Mutex::new(None),
+        })
+    }
+
+    fn open(&self) -> Result<ParquetRecordBatchReaderBuilder<File>, ServeError> {
+        let file = File::open(&self.path).map_err(|e| parquet_error(&self.path, e))?;
+        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(
+            file,
+            self.metadata.clone(),
+        ))
+    }
+
+    fn meters(&self) -> Result<Arc<BTreeSet<String>>, ServeError> {
+        let mut cached = self.meters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = &*cached {
+            return Ok(Arc::clone(m));
+        }
+        let builder = self.open()?;
+        let mask = parquet::arrow::ProjectionMask::columns(
+            builder.parquet_schema(),
+            std::iter::once("meter"),
+        );
+        let reader = builder
+            .with_projection(mask)
+            .build()
+            .map_err(|e| parquet_error(&self.path, e))?;
+        let mut meters = BTreeSet::new();
+        for batch in reader {
+            let batch = batch.map_err(|e| parquet_error(&self.path, e))?;
+            let column = batch.column(0).as_string::<i32>();
+            for i in 0..column.len() {
+                if !meters.contains(column.value(i)) {
+                    meters.insert(column.value(i).to_owned());
+                }
+            }
+        }
+        let meters = Arc::new(meters);
+        *cached = Some(Arc::clone(&meters));
+        Ok(meters)
+    }
+}
+
+/// Column positions of a view file's schema.
+struct Columns {
+    meter: usize,
+    window_start: usize,
+    samples: usize,
+    covered: usize,
+    /// Per measure: sum, min, max, avg.
+    measures: [[usize; 4]; MEASURES],
+    energy: usize,
+    unmetered: usize,
+    power_factor: usize,
+}
+
+impl Columns {
+    fn of(batch: &RecordBatch, path: &Path) -> Result<Columns, ServeError> {
+        let schema = batch.schema();
+        let find = |name: &str| {
+            schema
+                .index_of(name)
+                .map_err(|_| parquet_error(path, format!("no column {name}")))
+        };
+        let mut measures = [[0; 4]; MEASURES];
+        for m in Measure::ALL {
+            for (j, stat) in ["sum", "min", "max", "avg"].iter().enumerate() {
+                measures[m.index()][j] = find(&format!("{}_{stat}", m.name()))?;
+            }
+        }
+        Ok(Columns {
+            meter: find("meter")?,
+            window_start: find("window_start")?,
+            samples: find("samples")?,
+            covered: find("covered_seconds")?,
+            measures,
+            energy: find("active_energy_wh")?,
+            unmetered: find("unmetered_wh")?,
+            power_factor: find("power_factor_avg")?,
+        })
+    }
+}
+
+/// A numeric column's value as a double: decimals (exact thousandths) divided by their scale.
+fn number(batch: &RecordBatch, column: usize, row: usize) -> Option<f64> {
+    let array = batch.column(column);
+    if array.is_null(row) {
+        return None;
+    }
+    match array.data_type() {
+        arrow_schema::DataType::Decimal128(_, scale) => {
+            let v = array.as_primitive::<Decimal128Type>().value(row);
+            Some(v as f64 / 10f64.powi(*scale as i32))
+        }
+        arrow_schema::DataType::Float64 => Some(array.as_primitive::<Float64Type>().value(row)),
+        arrow_schema::DataType::Int64 => Some(array.as_primitive::<Int64Type>().value(row) as f64),
+        _ => None,
+    }
+}
+
+fn integer(batch: &RecordBatch, column: usize, row: usize) -> i64 {
+    let array = batch.column(column);
+    match array.data_type() {
+        arrow_schema::DataType::Int64 if !array.is_null(row) => {
+            array.as_primitive::<Int64Type>().value(row)
+        }
+        _ => 0,
+    }
+}
+
+impl BatchViews {
+    /// The views under `dir` (which may not exist yet: then every view is empty).
+    pub fn open(dir: impl Into<PathBuf>) -> BatchViews {
+        BatchViews {
+            dir: dir.into(),
+            cache: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The output folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The granularity's manifest and file footers, reloaded if the manifest changed.
+    fn indexed(&self, granularity: Granularity) -> Result<Arc<Indexed>, ServeError> {
+        let manifest_path = self.dir.join(granularity.name()).join(MANIFEST_FILE);
+        let stamp = Stamp::of(&manifest_path);
+        let old = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.get(&granularity).cloned()
+        };
+        if let Some(old) = &old {
+            if old.stamp == stamp {
+                return Ok(Arc::clone(old));
+            }
+        }
+        let manifest = match stamp {
+            None => None,
+            Some(_) => Some(read_manifest(&self.dir, granularity).ok_or_else(|| {
+                parquet_error(
+                    &manifest_path,
+                    "unreadable manifest (not the JSON of a view manifest)",
+                )
+            })?),
+        };
+        let mut files = Vec::new();
+        if let Some(m) = &manifest {
+            let reuse: BTreeMap<&Path, &Arc<FileIndex>> = old
+                .iter()
+                .flat_map(|o| o.files.iter())
+                .map(|f| (f.path.as_path(), f))
+                .collect();
+            for entry in &m.partitions {
+                let path = self.dir.join(granularity.name()).join(&entry.path);
+                let file = match reuse.get(path.as_path()) {
+                    Some(f) if f.stamp == Stamp::of(&path) => Arc::clone(f),
+                    _ => Arc::new(FileIndex::load(
+                        path,
+                        bucket_of_path(&entry.path),
+                        entry.last_window_end_ms,
+                    )?),
+                };
+                files.push(file);
+            }
+        }
+        let indexed = Arc::new(Indexed {
+            stamp,
+            manifest,
+            files,
+        });
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(granularity, Arc::clone(&indexed));
+        Ok(indexed)
+    }
+
+    /// The granularity's manifest, if the view has one.
+    pub fn manifest(&self, granularity: Granularity) -> Result<Option<Manifest>, ServeError> {
+        Ok(self.indexed(granularity)?.manifest.clone())
+    }
+
+    /// The sealed high-water mark of `meter`'s windows in a view: every window of the meter
+    /// that ends at or before it is final and in the view's files (absent ones had no
+    /// readings). With one file per partition it is the manifest's `sealed_through`; with
+    /// several meter buckets, that of the files of the meter's bucket, since the buckets of a
+    /// partition are written one after the other. `None` when the view has no file.
+    pub fn sealed_through(
+        &self,
+        granularity: Granularity,
+        meter: &str,
+    ) -> Result<Option<i64>, ServeError> {
+        let indexed = self.indexed(granularity)?;
+        let Some(manifest) = &indexed.manifest else {
+            return Ok(None);
+        };
+        let buckets = manifest.buckets.max(1);
+        let bucket = match MeterId::new(meter) {
+            Ok(id) => bucket_of(&id, buckets),
+            Err(_) => return Ok(None),
+        };
+        Ok(indexed
+            .files
+            .iter()
+            .filter(|f| buckets == 1 || f.bucket == bucket)
+            .map(|f| f.last_window_end_ms)
+            .max())
+    }
+
+    /// The meters with rows in the day view.
+    pub fn meters(&self) -> Result<BTreeSet<String>, ServeError> {
+        let indexed = self.indexed(Granularity::Day)?;
+        let mut out = BTreeSet::new();
+        for f in &indexed.files {
+            out.extend(f.meters()?.iter().cloned());
+        }
+        Ok(out)
+    }
+
+    /// `meter`'s rows of a view whose window starts in `[from_ms, to_ms)`, in window order,
+    /// reading only the row groups whose `window_start` range overlaps it.
+    pub fn rows(
+        &self,
+        granularity: Granularity,
+        meter: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ViewRow>, ServeError> {
+        let mut out = Vec::new();
+        if from_ms >= to_ms {
+            return Ok(out);
+        }
+        let indexed = self.indexed(granularity)?;
+        let buckets = indexed.manifest.as_ref().map_or(1, |m| m.buckets.max(1));
+        let bucket = MeterId::new(meter).map(|id| bucket_of(&id, buckets)).ok();
+        for file in &indexed.files {
+            if buckets > 1 && Some(file.bucket) != bucket {
+                continue;
+            }
+            let groups: Vec<usize> = file
+                .groups
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.is_none_or(|(a, b)| a < to_ms && b >= from_ms))
+                .map(|(i, _)| i)
+                .collect();
+            if groups.is_empty() {
+                continue;
+            }
+            let reader = file
+                .open()?
+                .with_row_groups(groups)
+                .with_batch_size(8192)
+                .build()
+                .map_err(|e| parquet_error(&file.path, e))?;
+            let mut columns = None;
+            for batch in reader {
+                let batch = batch.map_err(|e| parquet_error(&file.path, e))?;
+                let c = match &columns {
+                    Some(c) => c,
+                    None => columns.insert(Columns::of(&batch, &file.path)?),
+                };
+                read_rows(&batch, c, meter, from_ms, to_ms, &mut out);
+            }
+        }
+        out.sort_by_key(|r| r.window_start);
+        Ok(out)
+    }
+}
+
+fn read_rows(
+    batch: &RecordBatch,
+    c: &Columns,
+    meter: &str,
+    from_ms: i64,
+    to_ms: i64,
+    out: &mut Vec<ViewRow>,
+) {
+    let meters = batch.column(c.meter).as_string::<i32>();
+    let starts = batch
+        .column(c.window_start)
+        .as_primitive::<TimestampMillisecondType>();
+    for i in 0..batch.num_rows() {
+        let start = starts.value(i);
+        if start < from_ms || start >= to_ms || meters.value(i) != meter {
+            continue;
+        }
+        let mut measures = [MeasureValues::default(); MEASURES];
+        for (v, cols) in measures.iter_mut().zip(c.measures.iter()) {
+            let n = |j: usize| number(batch, cols[j], i).unwrap_or(f64::NAN);
+            *v = MeasureValues {
+                sum: n(0),
+                min: n(1),
+                max: n(2),
+                avg: n(3),
+            };
+        }
+        out.push(ViewRow {
+            meter: meter.to_owned(),
+            window_start: start,
+            samples: integer(batch, c.samples, i),
+            covered_seconds: integer(batch, c.covered, i),
+            measures,
+            active_energy_wh: number(batch, c.energy, i).unwrap_or(f64::NAN),
+            unmetered_wh: number(batch, c.unmetered, i).unwrap_or(f64::NAN),
+            power_factor_avg: number(batch, c.power_factor, i),
+            source: Source::Batch,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_files_bucket_is_read_from_its_name() {
+        assert_eq!(bucket_of_path("month=2006-12/part-0.parquet"), 0);
+        assert_eq!(bucket_of_path("year=2007/part-13.parquet"), 13);
+        assert_eq!(bucket_of_path("year=2007/other.parquet"), 0);
+    }
+}

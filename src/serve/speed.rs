@@ -1,0 +1,324 @@
+//! The speed side of a query: a view store that holds every window's latest value.
+//!
+//! [`SpeedViews`] is what the serving layer needs of one: a meter's rows in a range, the
+//! meters, and a change counter (for live updates). Implementations: [`MemoryViews`], in the
+//! process (the demo, and programs that embed wattflow without Cassandra), [`NoSpeedViews`]
+//! (batch views alone) and, with the `cassandra` feature, [`CassandraSpeedViews`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use super::row::{Source, ViewRow};
+use super::ServeError;
+use crate::model::{Aggregate, Granularity};
+
+/// A store of speed views, shared by the threads of a server.
+pub trait SpeedViews: Send + Sync {
+    /// `meter`'s rows of a granularity whose window starts in `[from_ms, to_ms)`, in window
+    /// order, each tagged [`Source::Speed`].
+    fn rows(
+        &self,
+        granularity: Granularity,
+        meter: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ViewRow>, ServeError>;
+
+    /// The meters with rows in the store.
+    fn meters(&self) -> Result<BTreeSet<String>, ServeError>;
+
+    /// A number that grows whenever a row changes (0 when the store cannot tell, in which
+    /// case a live feed must poll).
+    fn version(&self) -> u64 {
+        0
+    }
+
+    /// A name for logs and `/health` (`memory`, `cassandra 127.0.0.1:9042/wattflow`, ...).
+    fn describe(&self) -> String;
+}
+
+/// No speed views: answers come from the batch views alone.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct NoSpeedViews;
+
+impl SpeedViews for NoSpeedViews {
+    fn rows(&self, _: Granularity, _: &str, _: i64, _: i64) -> Result<Vec<ViewRow>, ServeError> {
+        Ok(Vec::new())
+    }
+
+    fn meters(&self) -> Result<BTreeSet<String>, ServeError> {
+        Ok(BTreeSet::new())
+    }
+
+    fn describe(&self) -> String {
+        "none".into()
+    }
+}
+
+/// Speed views held in memory: per granularity and meter, the latest value of every window
+/// upserted, in window order. Rows older than [`MemoryViews::retain_ms`] before a meter's
+/// newest window are dropped as newer ones arrive, so a long-running process holds a bounded
+/// tail of each view (the batch views hold the rest).
+#[derive(Debug)]
+pub struct MemoryViews {
+    rows: RwLock<BTreeMap<(Granularity, String), BTreeMap<i64, ViewRow>>>,
+    version: AtomicU64,
+    retain_ms: [i64; 3],
+}
+
+impl Default for MemoryViews {
+    fn default() -> Self {
+        MemoryViews::new()
+    }
+}
+
+impl MemoryViews {
+    /// A store that keeps 2 days of minutes, 62 days of hours and 2 years of days per meter.
+    pub fn new() -> MemoryViews {
+        const DAY: i64 = 86_400_000;
+        MemoryViews::with_retention([2 * DAY, 62 * DAY, 732 * DAY])
+    }
+
+    /// A store that keeps, per granularity (minute, hour, day), windows starting at most this
+    /// many ms before a meter's newest.
+    pub fn with_retention(retain_ms: [i64; 3]) -> MemoryViews {
+        MemoryViews {
+            rows: RwLock::new(BTreeMap::new()),
+            version: AtomicU64::new(0),
+            retain_ms,
+        }
+    }
+
+    /// How long before a meter's newest window rows of `granularity` are kept.
+    pub fn retain_ms(&self, granularity: Granularity) -> i64 {
+        self.retain_ms[granularity as usize]
+    }
+
+    /// Sets a window's value (the row's `source` becomes [`Source::Speed`]).
+    pub fn upsert_row(&self, granularity: Granularity, mut row: ViewRow) {
+        row.source = Source::Speed;
+        let retain = self.retain_ms(granularity);
+        let mut all = self.rows.write().unwrap_or_else(|e| e.into_inner());
+        let windows = all.entry((granularity, row.meter.clone())).or_default();
+        windows.insert(row.window_start, row);
+        if let Some((&newest, _)) = windows.last_key_value() {
+            let keep_from = newest.saturating_sub(retain);
+            while windows
+                .first_key_value()
+                .is_some_and(|(&t, _)| t < keep_from)
+            {
+                windows.pop_first();
+            }
+        }
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Sets a window's value from its aggregate.
+    pub fn upsert(
+        &self,
+        granularity: Granularity,
+        meter: &str,
+        window_start: i64,
+        agg: &Aggregate,
+    ) {
+        self.upsert_row(
+            granularity,
+            ViewRow::of(meter, window_start, agg, Source::Speed),
+        );
+    }
+
+    /// Rows held over all views.
+    pub fn len(&self) -> usize {
+        let all = self.rows.read().unwrap_or_else(|e| e.into_inner());
+        all.values().map(BTreeMap::len).sum()
+    }
+
+    /// True when no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SpeedViews for MemoryViews {
+    fn rows(
+        &self,
+        granularity: Granularity,
+        meter: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ViewRow>, ServeError> {
+        if from_ms >= to_ms {
+            return Ok(Vec::new());
+        }
+        let all = self.rows.read().unwrap_or_else(|e| e.into_inner());
+        Ok(all
+            .get(&(granularity, meter.to_owned()))
+            .map(|w| w.range(from_ms..to_ms).map(|(_, r)| r.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    fn meters(&self) -> Result<BTreeSet<String>, ServeError> {
+        let all = self.rows.read().unwrap_or_else(|e| e.into_inner());
+        Ok(all.keys().map(|(_, m)| m.clone()).collect())
+    }
+
+    fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+}
+
+#[cfg(feature = "cassandra")]
+pub use cassandra::CassandraSpeedViews;
+
+#[cfg(feature = "cassandra")]
+mod cassandra {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use super::{SpeedViews, ViewRow};
+    use crate::model::{Granularity, Measure, MEASURES};
+    use crate::serve::row::{MeasureValues, Source};
+    use crate::serve::ServeError;
+    use crate::sink::cassandra::{list_meters, read_view, CassandraRow, CassandraViews};
+
+    /// The speed views in Cassandra (or ScyllaDB), as the pipeline's sink writes them.
+    #[derive(Clone, Debug)]
+    pub struct CassandraSpeedViews {
+        views: Arc<CassandraViews>,
+    }
+
+    impl CassandraSpeedViews {
+        /// Reads through a connected session.
+        pub fn new(views: Arc<CassandraViews>) -> CassandraSpeedViews {
+            CassandraSpeedViews { views }
+        }
+    }
+
+    fn speed_error(e: impl std::fmt::Display) -> ServeError {
+        ServeError::Speed(e.to_string())
+    }
+
+    /// A row read back from Cassandra, as a [`ViewRow`].
+    pub(crate) fn view_row(row: CassandraRow) -> ViewRow {
+        let v = |name: &str| row.values.get(name).copied().unwrap_or(f64::NAN);
+        let mut measures = [MeasureValues::default(); MEASURES];
+        for (m, out) in Measure::ALL.iter().zip(measures.iter_mut()) {
+            *out = MeasureValues {
+                sum: v(&format!("{}_sum", m.name())),
+                min: v(&format!("{}_min", m.name())),
+                max: v(&format!("{}_max", m.name())),
+                avg: v(&format!("{}_avg", m.name())),
+            };
+        }
+        ViewRow {
+            window_start: row.window_start,
+            samples: row.samples,
+            covered_seconds: row.covered_seconds,
+            measures,
+            active_energy_wh: v("active_energy_wh"),
+            unmetered_wh: v("unmetered_wh"),
+            power_factor_avg: row.values.get("power_factor_avg").copied(),
+            source: Source::Speed,
+            meter: row.meter,
+        }
+    }
+
+    impl SpeedViews for CassandraSpeedViews {
+        fn rows(
+            &self,
+            granularity: Granularity,
+            meter: &str,
+            from_ms: i64,
+            to_ms: i64,
+        ) -> Result<Vec<ViewRow>, ServeError> {
+            if from_ms >= to_ms {
+                return Ok(Vec::new());
+            }
+            let rows =
+                read_view(&self.views, granularity, meter, from_ms, to_ms).map_err(speed_error)?;
+            Ok(rows.into_iter().map(view_row).collect())
+        }
+
+        fn meters(&self) -> Result<BTreeSet<String>, ServeError> {
+            Ok(list_meters(&self.views)
+                .map_err(speed_error)?
+                .into_iter()
+                .collect())
+        }
+
+        fn describe(&self) -> String {
+            let c = self.views.config();
+            format!("cassandra {}/{}", c.contact_points.join(","), c.keyspace)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MeterId, Origin, Reading};
+
+    fn agg(samples: u64) -> Aggregate {
+        let r = Reading {
+            meter: MeterId::new("m").unwrap(),
+            ts: 0,
+            interval_s: 1,
+            values: [1000, 100, 230_000, 4000, 0, 0, 0],
+            origin: Origin::default(),
+        };
+        let mut a = Aggregate::EMPTY;
+        for _ in 0..samples {
+            a.add(&r);
+        }
+        a
+    }
+
+    #[test]
+    fn the_memory_store_keeps_each_windows_latest_value_and_a_bounded_tail() {
+        let views = MemoryViews::with_retention([120_000, 0, 0]);
+        let v0 = views.version();
+        views.upsert(Granularity::Minute, "m", 0, &agg(1));
+        views.upsert(Granularity::Minute, "m", 0, &agg(2));
+        views.upsert(Granularity::Minute, "m", 60_000, &agg(3));
+        assert!(views.version() >= v0 + 3);
+        let rows = views.rows(Granularity::Minute, "m", 0, 120_000).unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.window_start, r.samples))
+                .collect::<Vec<_>>(),
+            [(0, 2), (60_000, 3)]
+        );
+        assert!(rows.iter().all(|r| r.source == Source::Speed));
+        assert!(views
+            .rows(Granularity::Hour, "m", 0, 120_000)
+            .unwrap()
+            .is_empty());
+        assert!(views
+            .rows(Granularity::Minute, "other", 0, 120_000)
+            .unwrap()
+            .is_empty());
+        assert!(views
+            .rows(Granularity::Minute, "m", 60_000, 60_000)
+            .unwrap()
+            .is_empty());
+        // A window 3 minutes on: the one at 0 falls out of the 2-minute tail.
+        views.upsert(Granularity::Minute, "m", 180_000, &agg(1));
+        let starts: Vec<i64> = views
+            .rows(Granularity::Minute, "m", 0, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|r| r.window_start)
+            .collect();
+        assert_eq!(starts, [60_000, 180_000]);
+        assert_eq!(
+            views.meters().unwrap().into_iter().collect::<Vec<_>>(),
+            ["m"]
+        );
+        assert_eq!(views.len(), 2);
+    }
+}
