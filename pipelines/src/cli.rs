@@ -4,8 +4,11 @@
 
 mod generate;
 mod live;
+mod plot;
 mod replay;
+mod report;
 mod run;
+mod serve;
 mod simulate;
 
 use std::process::ExitCode;
@@ -18,8 +21,11 @@ use clap::{Parser, Subcommand};
 
 pub use generate::GenerateArgs;
 pub use live::LiveArgs;
+pub use plot::PlotArgs;
 pub use replay::ReplayArgs;
+pub use report::ReportArgs;
 pub use run::RunArgs;
+pub use serve::ServeArgs;
 pub use simulate::SimulateArgs;
 
 /// Household electricity monitoring: one dataflow for history and live readings.
@@ -44,6 +50,12 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Consume readings from Kafka into Cassandra speed views (and optionally Parquet).
     Live(LiveArgs),
+    /// Serve the views over HTTP: one query merging the batch and speed views.
+    Serve(ServeArgs),
+    /// Where the energy goes, what it costs and what could be saved, from the views.
+    Report(ReportArgs),
+    /// Draw a PNG chart of the views.
+    Plot(PlotArgs),
 }
 
 /// Parses a duration: `humantime` text (`500ms`, `90s`, `10m`, `1h`, `2d`, `1h 30m`) or a plain
@@ -85,6 +97,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate::generate(args).map(|_| ()),
         Command::Simulate(args) => simulate::simulate(args),
         Command::Live(args) => live::live(args),
+        Command::Serve(args) => serve::serve(args),
+        Command::Report(args) => report::report(args),
+        Command::Plot(args) => plot::plot(args),
     }
 }
 

@@ -11,8 +11,10 @@ pub mod config;
 pub mod graph;
 pub mod live;
 pub mod metrics;
+pub mod plot;
 pub mod recovery;
 pub mod replay;
+pub mod serve;
 pub mod toxiproxy;
 
 pub use graph::{Cluster, ClusterError, Pipeline, PipelineError, Progress, RunSummary};

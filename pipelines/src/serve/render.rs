@@ -1,0 +1,210 @@
+//! Answers as JSON and CSV text, written by hand: a year of hourly rows is 8,784 rows of 37
+//! numbers, and building a `serde_json::Value` tree for it would cost more than reading it.
+
+use std::fmt::Write as _;
+
+use wattflow::model::Granularity;
+use wattflow::serve::{value_columns, Answer, ViewRow};
+use wattflow::time::Calendar;
+
+/// Appends `v` as a JSON number (`null` when it is not finite).
+pub fn push_number(out: &mut String, v: f64) {
+    if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Appends `s` as a JSON string.
+pub fn push_string(out: &mut String, s: &str) {
+    // serde_json's escaping of a `&str` cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
+}
+
+/// Appends a time as `"ISO-8601"` in the views' calendar, or `null`.
+pub fn push_time(out: &mut String, calendar: &Calendar, ms: Option<i64>) {
+    match ms {
+        Some(ms) => push_string(out, &calendar.format(ms)),
+        None => out.push_str("null"),
+    }
+}
+
+fn push_row(out: &mut String, calendar: &Calendar, row: &ViewRow) {
+    out.push_str("{\"meter\":");
+    push_string(out, &row.meter);
+    out.push_str(",\"window_start\":");
+    push_string(out, &calendar.format(row.window_start));
+    let _ = write!(out, ",\"window_start_ms\":{}", row.window_start);
+    for (name, v) in value_columns().iter().zip(row.values()) {
+        out.push_str(",\"");
+        out.push_str(name);
+        out.push_str("\":");
+        push_number(out, v);
+    }
+    out.push_str(",\"source\":\"");
+    out.push_str(row.source.name());
+    out.push_str("\"}");
+}
+
+/// The freshness object of an answer.
+pub fn push_freshness(out: &mut String, calendar: &Calendar, answer: &Answer) {
+    let f = &answer.freshness;
+    out.push_str("{\"newest_reading\":");
+    push_time(out, calendar, f.newest_reading_ms);
+    out.push_str(",\"newest_reading_ms\":");
+    push_optional(out, f.newest_reading_ms);
+    out.push_str(",\"age_seconds\":");
+    match f.age_ms {
+        Some(a) => push_number(out, a as f64 / 1000.0),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"batch_sealed_through\":");
+    push_time(out, calendar, f.batch_sealed_through_ms);
+    out.push_str(",\"batch_sealed_through_ms\":");
+    push_optional(out, f.batch_sealed_through_ms);
+    let _ = write!(
+        out,
+        ",\"batch_rows\":{},\"speed_rows\":{}}}",
+        f.batch_rows, f.speed_rows
+    );
+}
+
+fn push_optional(out: &mut String, v: Option<i64>) {
+    match v {
+        Some(v) => {
+            let _ = write!(out, "{v}");
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// `{"meter", "granularity", "from", "to", "rows": [...], "freshness": {...}}`.
+pub fn answer_json(
+    calendar: &Calendar,
+    meter: &str,
+    granularity: Granularity,
+    from_ms: i64,
+    to_ms: i64,
+    answer: &Answer,
+) -> String {
+    let mut out = String::with_capacity(256 + answer.rows.len() * 900);
+    out.push_str("{\"meter\":");
+    push_string(&mut out, meter);
+    let _ = write!(out, ",\"granularity\":\"{granularity}\",\"from\":");
+    push_string(&mut out, &calendar.format(from_ms));
+    out.push_str(",\"to\":");
+    push_string(&mut out, &calendar.format(to_ms));
+    out.push_str(",\"rows\":[");
+    for (i, row) in answer.rows.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_row(&mut out, calendar, row);
+    }
+    out.push_str("],\"freshness\":");
+    push_freshness(&mut out, calendar, answer);
+    out.push('}');
+    out
+}
+
+/// The rows as CSV with a header: `meter,window_start,<value columns>,source`.
+pub fn answer_csv(calendar: &Calendar, answer: &Answer) -> String {
+    let mut out = String::with_capacity(256 + answer.rows.len() * 500);
+    out.push_str("meter,window_start");
+    for c in value_columns() {
+        out.push(',');
+        out.push_str(c);
+    }
+    out.push_str(",source\n");
+    for row in &answer.rows {
+        push_csv_field(&mut out, &row.meter);
+        out.push(',');
+        out.push_str(&calendar.format(row.window_start));
+        for v in row.values() {
+            out.push(',');
+            if v.is_finite() {
+                let _ = write!(out, "{v}");
+            }
+        }
+        out.push(',');
+        out.push_str(row.source.name());
+        out.push('\n');
+    }
+    out
+}
+
+/// A CSV field, quoted when it holds a separator, a quote or a line break (meter ids are
+/// validated, but a CSV writer should not rely on it).
+fn push_csv_field(out: &mut String, s: &str) {
+    if s.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&s.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wattflow::serve::{Freshness, MeasureValues, Source};
+
+    #[test]
+    fn answers_render_as_valid_json_and_csv() {
+        let mut row = ViewRow {
+            meter: "MT \"1\"".into(),
+            window_start: 0,
+            samples: 60,
+            covered_seconds: 60,
+            measures: [MeasureValues {
+                sum: 1.5,
+                min: 0.25,
+                max: 2.0,
+                avg: 1.0,
+            }; 7],
+            active_energy_wh: 12.5,
+            unmetered_wh: -0.125,
+            power_factor_avg: None,
+            source: Source::Batch,
+        };
+        let mut second = row.clone();
+        second.window_start = 60_000;
+        second.source = Source::Speed;
+        row.measures[0].avg = f64::NAN;
+        let answer = Answer {
+            rows: vec![row, second],
+            freshness: Freshness {
+                newest_reading_ms: Some(120_000),
+                age_ms: Some(5_500),
+                batch_sealed_through_ms: Some(60_000),
+                batch_rows: 1,
+                speed_rows: 1,
+            },
+        };
+        let cal = Calendar::Naive;
+        let text = answer_json(&cal, "MT \"1\"", Granularity::Minute, 0, 120_000, &answer);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["rows"][0]["meter"], "MT \"1\"");
+        assert_eq!(v["rows"][0]["window_start"], "1970-01-01T00:00:00");
+        assert!(v["rows"][0]["global_active_power_avg"].is_null());
+        assert_eq!(v["rows"][0]["voltage_sum"], 1.5);
+        assert_eq!(v["rows"][0]["unmetered_wh"], -0.125);
+        assert!(v["rows"][0]["power_factor_avg"].is_null());
+        assert_eq!(v["rows"][0]["source"], "batch");
+        assert_eq!(v["rows"][1]["source"], "speed");
+        assert_eq!(v["freshness"]["age_seconds"], 5.5);
+        assert_eq!(
+            v["freshness"]["batch_sealed_through"],
+            "1970-01-01T00:01:00"
+        );
+        let csv = answer_csv(&cal, &answer);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let header: Vec<&str> = lines[0].split(',').collect();
+        assert_eq!(header.len(), 2 + value_columns().len() + 1);
+        assert!(lines[1].starts_with("\"MT \"\"1\"\"\",1970-01-01T00:00:00,60,60,1.5,"));
+        assert!(lines[2].ends_with(",speed"));
+    }
+}
