@@ -25,6 +25,11 @@ command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
 command -v java >/dev/null 2>&1 || need_pkgs+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_pkgs+=(maven)
 [ -e /usr/include/openssl/ssl.h ] || need_pkgs+=(libssl-dev)
+# The PNG charts' font, and the dashboard test's browser and driver.
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_pkgs+=(fonts-dejavu-core)
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
+command -v node >/dev/null 2>&1 || need_pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_pkgs+=(npm)
 if [ ${#need_pkgs[@]} -gt 0 ] && [ -z "${SKIP_INSTALL:-}" ]; then
   step "installing ${need_pkgs[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -36,6 +41,14 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy 2>/dev/null || true
+
+# The dashboard test drives Chromium with the npm package playwright-core (pinned in
+# pipelines/tests/browser/package-lock.json).
+if [ ! -d pipelines/tests/browser/node_modules/playwright-core ]; then
+  step "npm ci (pipelines/tests/browser: playwright-core)"
+  npm ci --prefix pipelines/tests/browser --no-audit --no-fund
+fi
+export WATTFLOW_CHROMIUM=${WATTFLOW_CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}
 
 # --- checks -----------------------------------------------------------------------------------
 step "cargo fmt --check"
