@@ -11,6 +11,8 @@
 //!     [--runs 3] [--households 100000 --seconds 30] [--rate 10000 --freshness-seconds 60]
 //! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- w4 \
 //!     [--runs 3] [--households 1000 --live-seconds 30]
+//! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- w5 \
+//!     [--requests 200] [--views DIR] [--check]
 //! cargo run --release -p wattflow-benchmarks --bin wattflow-bench -- faults \
 //!     [--scenarios cassandra-down,cassandra-slow,kafka-cut,kafka-crash,bad-messages] [--check]
 //! ```
@@ -30,6 +32,7 @@ mod report;
 mod w1;
 mod w2;
 mod w4;
+mod w5;
 
 use std::process::ExitCode;
 
@@ -55,6 +58,9 @@ enum Workload {
     /// W4, history then live in one graph: the whole UCI file, then a live topic fed in real
     /// time; time from the history's end to live, and exact totals (needs Kafka and Cassandra).
     W4(w4::W4Args),
+    /// W5, serving: a year of hours and a day of minutes of one meter over HTTP, against
+    /// DuckDB over the same Parquet files; p50/p99 latency.
+    W5(w5::W5Args),
     /// Faults: the live pipeline at a steady rate while Toxiproxy cuts or slows Cassandra;
     /// readings lost and counted twice (must be 0), recovery time, peak RSS (needs
     /// `scripts/services.sh up`).
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
         Workload::W1(args) => w1::run(args),
         Workload::W2(args) => w2::run(args),
         Workload::W4(args) => w4::run(args),
+        Workload::W5(args) => w5::run(args),
         Workload::Faults(args) => faults::run(args),
     };
     match result {

@@ -7,6 +7,12 @@
 //! loaded once and kept while the file's size and modification time stay the same; the
 //! manifest is looked at again (one `stat`) on every query, so a running pipeline's new files
 //! appear at once.
+//!
+//! A row group is read `meter` and `window_start` first (a row filter), the other columns
+//! only for the rows they select. The decoded rows of one meter in one row group are then
+//! kept (up to [`DEFAULT_CACHE_ROWS`] rows in all, oldest dropped first, re-read when the
+//! file changes), so the dashboard's repeated and overlapping queries decode nothing again:
+//! a file's rows never change while its size and modification time stay the same.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -16,9 +22,10 @@ use std::time::SystemTime;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Decimal128Type, Float64Type, Int64Type, TimestampMillisecondType};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, BooleanArray, RecordBatch};
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter,
 };
 use parquet::file::statistics::Statistics;
 
@@ -32,6 +39,50 @@ use crate::sink::parquet::{bucket_of, read_manifest, Manifest, MANIFEST_FILE};
 pub struct BatchViews {
     dir: PathBuf,
     cache: Mutex<BTreeMap<Granularity, Arc<Indexed>>>,
+    rows: Mutex<RowCache>,
+}
+
+/// Rows per [`BatchViews`] kept decoded by default (about 350 bytes each: some 90 MiB).
+pub const DEFAULT_CACHE_ROWS: usize = 1 << 18;
+
+type GroupKey = (PathBuf, usize, String);
+
+/// One meter's decoded rows of recently read row groups, dropped oldest first past a budget
+/// of rows. A file that changed (its size or modification time) is read again.
+#[derive(Debug, Default)]
+struct RowCache {
+    budget: usize,
+    used: usize,
+    groups: std::collections::HashMap<GroupKey, (Option<Stamp>, Arc<Vec<ViewRow>>)>,
+    order: std::collections::VecDeque<GroupKey>,
+}
+
+impl RowCache {
+    fn get(&self, key: &GroupKey, stamp: Option<Stamp>) -> Option<Arc<Vec<ViewRow>>> {
+        let (s, rows) = self.groups.get(key)?;
+        (*s == stamp).then(|| Arc::clone(rows))
+    }
+
+    fn put(&mut self, key: GroupKey, stamp: Option<Stamp>, rows: Arc<Vec<ViewRow>>) {
+        if rows.len() > self.budget {
+            return;
+        }
+        if let Some((_, old)) = self.groups.remove(&key) {
+            self.used -= old.len();
+            self.order.retain(|k| k != &key);
+        }
+        while self.used + rows.len() > self.budget {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, old)) = self.groups.remove(&oldest) {
+                self.used -= old.len();
+            }
+        }
+        self.used += rows.len();
+        self.order.push_back(key.clone());
+        self.groups.insert(key, (stamp, rows));
+    }
 }
 
 /// A granularity's manifest and the footers of its files.
@@ -162,7 +213,6 @@ impl FileIndex {
 
 /// Column positions of a view file's schema.
 struct Columns {
-    meter: usize,
     window_start: usize,
     samples: usize,
     covered: usize,
@@ -188,7 +238,6 @@ impl Columns {
             }
         }
         Ok(Columns {
-            meter: find("meter")?,
             window_start: find("window_start")?,
             samples: find("samples")?,
             covered: find("covered_seconds")?,
@@ -200,40 +249,23 @@ impl Columns {
     }
 }
 
-/// A numeric column's value as a double: decimals (exact thousandths) divided by their scale.
-fn number(batch: &RecordBatch, column: usize, row: usize) -> Option<f64> {
-    let array = batch.column(column);
-    if array.is_null(row) {
-        return None;
-    }
-    match array.data_type() {
-        arrow_schema::DataType::Decimal128(_, scale) => {
-            let v = array.as_primitive::<Decimal128Type>().value(row);
-            Some(v as f64 / 10f64.powi(*scale as i32))
-        }
-        arrow_schema::DataType::Float64 => Some(array.as_primitive::<Float64Type>().value(row)),
-        arrow_schema::DataType::Int64 => Some(array.as_primitive::<Int64Type>().value(row) as f64),
-        _ => None,
-    }
-}
-
-fn integer(batch: &RecordBatch, column: usize, row: usize) -> i64 {
-    let array = batch.column(column);
-    match array.data_type() {
-        arrow_schema::DataType::Int64 if !array.is_null(row) => {
-            array.as_primitive::<Int64Type>().value(row)
-        }
-        _ => 0,
-    }
-}
-
 impl BatchViews {
     /// The views under `dir` (which may not exist yet: then every view is empty).
     pub fn open(dir: impl Into<PathBuf>) -> BatchViews {
         BatchViews {
             dir: dir.into(),
             cache: Mutex::new(BTreeMap::new()),
+            rows: Mutex::new(RowCache {
+                budget: DEFAULT_CACHE_ROWS,
+                ..RowCache::default()
+            }),
         }
+    }
+
+    /// Keeps at most `rows` decoded rows (0: none; every query decodes what it reads).
+    pub fn with_cache_rows(self, rows: usize) -> BatchViews {
+        self.rows.lock().unwrap_or_else(|e| e.into_inner()).budget = rows;
+        self
     }
 
     /// The output folder.
@@ -364,23 +396,38 @@ impl BatchViews {
                 .filter(|(_, g)| g.is_none_or(|(a, b)| a < to_ms && b >= from_ms))
                 .map(|(i, _)| i)
                 .collect();
-            if groups.is_empty() {
+            let caching = self.rows.lock().unwrap_or_else(|e| e.into_inner()).budget > 0;
+            if !caching {
+                if !groups.is_empty() {
+                    read_groups(file, groups, meter, from_ms, to_ms, &mut out)?;
+                }
                 continue;
             }
-            let reader = file
-                .open()?
-                .with_row_groups(groups)
-                .with_batch_size(8192)
-                .build()
-                .map_err(|e| parquet_error(&file.path, e))?;
-            let mut columns = None;
-            for batch in reader {
-                let batch = batch.map_err(|e| parquet_error(&file.path, e))?;
-                let c = match &columns {
-                    Some(c) => c,
-                    None => columns.insert(Columns::of(&batch, &file.path)?),
+            // Whole row groups of the meter, decoded once and kept.
+            for g in groups {
+                let key = (file.path.clone(), g, meter.to_owned());
+                let cached = self
+                    .rows
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key, file.stamp);
+                let rows = match cached {
+                    Some(rows) => rows,
+                    None => {
+                        let mut rows = Vec::new();
+                        read_groups(file, vec![g], meter, i64::MIN, i64::MAX, &mut rows)?;
+                        let rows = Arc::new(rows);
+                        self.rows.lock().unwrap_or_else(|e| e.into_inner()).put(
+                            key,
+                            file.stamp,
+                            Arc::clone(&rows),
+                        );
+                        rows
+                    }
                 };
-                read_rows(&batch, c, meter, from_ms, to_ms, &mut out);
+                let a = rows.partition_point(|r| r.window_start < from_ms);
+                let b = rows.partition_point(|r| r.window_start < to_ms);
+                out.extend_from_slice(&rows[a..b]);
             }
         }
         out.sort_by_key(|r| r.window_start);
@@ -388,42 +435,130 @@ impl BatchViews {
     }
 }
 
-fn read_rows(
-    batch: &RecordBatch,
-    c: &Columns,
+/// Reads `meter`'s rows with a window start in `[from_ms, to_ms)` from row groups of a file:
+/// the meter and window_start columns first, the others only for the rows they select.
+/// Rows come in file order, which is window order within a meter.
+fn read_groups(
+    file: &FileIndex,
+    groups: Vec<usize>,
     meter: &str,
     from_ms: i64,
     to_ms: i64,
     out: &mut Vec<ViewRow>,
-) {
-    let meters = batch.column(c.meter).as_string::<i32>();
-    let starts = batch
-        .column(c.window_start)
-        .as_primitive::<TimestampMillisecondType>();
-    for i in 0..batch.num_rows() {
-        let start = starts.value(i);
-        if start < from_ms || start >= to_ms || meters.value(i) != meter {
-            continue;
+) -> Result<(), ServeError> {
+    let builder = file.open()?.with_row_groups(groups);
+    let mask = parquet::arrow::ProjectionMask::columns(
+        builder.parquet_schema(),
+        ["meter", "window_start"],
+    );
+    let wanted = meter.to_owned();
+    let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| {
+        let (meters, starts) = (batch.column(0), batch.column(1));
+        let meters = meters.as_string_opt::<i32>();
+        let starts = starts.as_primitive_opt::<TimestampMillisecondType>();
+        let (Some(meters), Some(starts)) = (meters, starts) else {
+            return Err(arrow_schema::ArrowError::SchemaError(
+                "meter must be text and window_start a millisecond timestamp".into(),
+            ));
+        };
+        Ok((0..batch.num_rows())
+            .map(|i| {
+                let t = starts.value(i);
+                Some(t >= from_ms && t < to_ms && meters.value(i) == wanted)
+            })
+            .collect::<BooleanArray>())
+    });
+    let reader = builder
+        .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
+        .with_batch_size(8192)
+        .build()
+        .map_err(|e| parquet_error(&file.path, e))?;
+    let mut columns = None;
+    for batch in reader {
+        let batch = batch.map_err(|e| parquet_error(&file.path, e))?;
+        let c = match &columns {
+            Some(c) => c,
+            None => columns.insert(Columns::of(&batch, &file.path)?),
+        };
+        read_rows(&batch, c, meter, out);
+    }
+    Ok(())
+}
+
+/// A numeric column as doubles (decimals divided by their scale; `NaN` for nulls).
+fn doubles(batch: &RecordBatch, column: usize) -> Vec<f64> {
+    let array = batch.column(column);
+    let n = batch.num_rows();
+    let mut out: Vec<f64> = match array.data_type() {
+        arrow_schema::DataType::Decimal128(_, scale) => {
+            let div = 10f64.powi(*scale as i32);
+            let a = array.as_primitive::<Decimal128Type>();
+            a.values().iter().map(|&v| v as f64 / div).collect()
         }
-        let mut measures = [MeasureValues::default(); MEASURES];
-        for (v, cols) in measures.iter_mut().zip(c.measures.iter()) {
-            let n = |j: usize| number(batch, cols[j], i).unwrap_or(f64::NAN);
+        arrow_schema::DataType::Float64 => array.as_primitive::<Float64Type>().values().to_vec(),
+        arrow_schema::DataType::Int64 => array
+            .as_primitive::<Int64Type>()
+            .values()
+            .iter()
+            .map(|&v| v as f64)
+            .collect(),
+        _ => vec![f64::NAN; n],
+    };
+    if array.null_count() > 0 {
+        for (i, v) in out.iter_mut().enumerate() {
+            if array.is_null(i) {
+                *v = f64::NAN;
+            }
+        }
+    }
+    out
+}
+
+fn integers(batch: &RecordBatch, column: usize) -> Vec<i64> {
+    match batch.column(column).as_primitive_opt::<Int64Type>() {
+        Some(a) => a.values().to_vec(),
+        None => vec![0; batch.num_rows()],
+    }
+}
+
+/// The rows of a batch the row filter selected (all of `meter`, in the range).
+fn read_rows(batch: &RecordBatch, c: &Columns, meter: &str, out: &mut Vec<ViewRow>) {
+    let Some(starts) = batch
+        .column(c.window_start)
+        .as_primitive_opt::<TimestampMillisecondType>()
+    else {
+        return;
+    };
+    let samples = integers(batch, c.samples);
+    let covered = integers(batch, c.covered);
+    let measures: Vec<[Vec<f64>; 4]> = c
+        .measures
+        .iter()
+        .map(|cols| cols.map(|col| doubles(batch, col)))
+        .collect();
+    let energy = doubles(batch, c.energy);
+    let unmetered = doubles(batch, c.unmetered);
+    let pf = doubles(batch, c.power_factor);
+    out.reserve(batch.num_rows());
+    for i in 0..batch.num_rows() {
+        let mut values = [MeasureValues::default(); MEASURES];
+        for (v, cols) in values.iter_mut().zip(measures.iter()) {
             *v = MeasureValues {
-                sum: n(0),
-                min: n(1),
-                max: n(2),
-                avg: n(3),
+                sum: cols[0][i],
+                min: cols[1][i],
+                max: cols[2][i],
+                avg: cols[3][i],
             };
         }
         out.push(ViewRow {
             meter: meter.to_owned(),
-            window_start: start,
-            samples: integer(batch, c.samples, i),
-            covered_seconds: integer(batch, c.covered, i),
-            measures,
-            active_energy_wh: number(batch, c.energy, i).unwrap_or(f64::NAN),
-            unmetered_wh: number(batch, c.unmetered, i).unwrap_or(f64::NAN),
-            power_factor_avg: number(batch, c.power_factor, i),
+            window_start: starts.value(i),
+            samples: samples[i],
+            covered_seconds: covered[i],
+            measures: values,
+            active_energy_wh: energy[i],
+            unmetered_wh: unmetered[i],
+            power_factor_avg: Some(pf[i]).filter(|v| !v.is_nan()),
             source: Source::Batch,
         });
     }

@@ -7,13 +7,18 @@ use wattflow::model::Granularity;
 use wattflow::serve::{value_columns, Answer, ViewRow};
 use wattflow::time::Calendar;
 
-/// Appends `v` as a JSON number (`null` when it is not finite).
+/// Appends `v` as a JSON number, its shortest round-trip form (`null` when it is not finite).
 pub fn push_number(out: &mut String, v: f64) {
     if v.is_finite() {
-        let _ = write!(out, "{v}");
+        out.push_str(ryu::Buffer::new().format_finite(v));
     } else {
         out.push_str("null");
     }
+}
+
+/// Appends an integer.
+fn push_int(out: &mut String, v: i64) {
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 /// Appends `s` as a JSON string.
@@ -30,18 +35,74 @@ pub fn push_time(out: &mut String, calendar: &Calendar, ms: Option<i64>) {
     }
 }
 
-fn push_row(out: &mut String, calendar: &Calendar, row: &ViewRow) {
+/// Appends `"YYYY-MM-DDThh:mm:ss"` of a naive time without allocating (the answers' hot
+/// path); other calendars go through [`Calendar::format`].
+fn push_window_start(out: &mut String, calendar: &Calendar, ms: i64) {
+    if calendar.is_zoned() || ms.rem_euclid(1000) != 0 {
+        push_string(out, &calendar.format(ms));
+        return;
+    }
+    let (y, m, d) = wattflow::time::civil_from_days(ms.div_euclid(86_400_000));
+    let s = ms.rem_euclid(86_400_000) / 1000;
+    if !(0..=9999).contains(&y) {
+        push_string(out, &calendar.format(ms));
+        return;
+    }
+    let digits = |out: &mut String, v: i64, n: usize| {
+        let mut buf = [b'0'; 4];
+        let mut v = v;
+        for k in (0..n).rev() {
+            buf[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or("0"));
+    };
+    out.push('"');
+    digits(out, y, 4);
+    out.push('-');
+    digits(out, m as i64, 2);
+    out.push('-');
+    digits(out, d as i64, 2);
+    out.push('T');
+    digits(out, s / 3600, 2);
+    out.push(':');
+    digits(out, s / 60 % 60, 2);
+    out.push(':');
+    digits(out, s % 60, 2);
+    out.push('"');
+}
+
+/// `meter` is the row's meter as a JSON string, escaped once per answer.
+fn push_row(out: &mut String, calendar: &Calendar, meter: &str, row: &ViewRow) {
     out.push_str("{\"meter\":");
-    push_string(out, &row.meter);
+    out.push_str(meter);
     out.push_str(",\"window_start\":");
-    push_string(out, &calendar.format(row.window_start));
-    let _ = write!(out, ",\"window_start_ms\":{}", row.window_start);
-    for (name, v) in value_columns().iter().zip(row.values()) {
+    push_window_start(out, calendar, row.window_start);
+    out.push_str(",\"window_start_ms\":");
+    push_int(out, row.window_start);
+    out.push_str(",\"samples\":");
+    push_int(out, row.samples);
+    out.push_str(",\"covered_seconds\":");
+    push_int(out, row.covered_seconds);
+    // The doubles, in `value_columns` order after the two counts.
+    let names = &value_columns()[2..];
+    let mut i = 0;
+    let mut field = |out: &mut String, v: f64| {
         out.push_str(",\"");
-        out.push_str(name);
+        out.push_str(&names[i]);
         out.push_str("\":");
         push_number(out, v);
+        i += 1;
+    };
+    for m in &row.measures {
+        field(out, m.sum);
+        field(out, m.min);
+        field(out, m.max);
+        field(out, m.avg);
     }
+    field(out, row.active_energy_wh);
+    field(out, row.unmetered_wh);
+    field(out, row.power_factor_avg.unwrap_or(f64::NAN));
     out.push_str(",\"source\":\"");
     out.push_str(row.source.name());
     out.push_str("\"}");
@@ -88,7 +149,7 @@ pub fn answer_json(
     to_ms: i64,
     answer: &Answer,
 ) -> String {
-    let mut out = String::with_capacity(256 + answer.rows.len() * 900);
+    let mut out = String::with_capacity(256 + answer.rows.len() * 1100);
     out.push_str("{\"meter\":");
     push_string(&mut out, meter);
     let _ = write!(out, ",\"granularity\":\"{granularity}\",\"from\":");
@@ -96,11 +157,16 @@ pub fn answer_json(
     out.push_str(",\"to\":");
     push_string(&mut out, &calendar.format(to_ms));
     out.push_str(",\"rows\":[");
+    let mut escaped = String::new();
     for (i, row) in answer.rows.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_row(&mut out, calendar, row);
+        if i == 0 || row.meter != answer.rows[i - 1].meter {
+            escaped.clear();
+            push_string(&mut escaped, &row.meter);
+        }
+        push_row(&mut out, calendar, &escaped, row);
     }
     out.push_str("],\"freshness\":");
     push_freshness(&mut out, calendar, answer);
@@ -121,10 +187,14 @@ pub fn answer_csv(calendar: &Calendar, answer: &Answer) -> String {
         push_csv_field(&mut out, &row.meter);
         out.push(',');
         out.push_str(&calendar.format(row.window_start));
-        for v in row.values() {
+        out.push(',');
+        push_int(&mut out, row.samples);
+        out.push(',');
+        push_int(&mut out, row.covered_seconds);
+        for v in &row.values()[2..] {
             out.push(',');
             if v.is_finite() {
-                let _ = write!(out, "{v}");
+                out.push_str(ryu::Buffer::new().format_finite(*v));
             }
         }
         out.push(',');
