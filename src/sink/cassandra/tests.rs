@@ -565,6 +565,10 @@ fn graph_writes_exactly_the_final_values() {
         // A later, newer value of the hour.
         (12, vec![((h0, a2), 12, -1), ((h0, a3), 12, 1)]),
     ];
+    // Older than every write of the graph: the stale write below must lose. (Not "the last
+    // timestamp handed out less a second": the process's other tests hand out timestamps too,
+    // so that could be newer than this graph's writes on a slow machine.)
+    let before_graph = next_write_timestamp();
     let took = run_graph(Arc::clone(&views), Arc::clone(&stats), batches);
     let (written, errors, retries, in_flight) = stats.snapshot();
     eprintln!("graph took {took:?}: {written} rows, {errors} errors, {retries} retries");
@@ -624,7 +628,7 @@ fn graph_writes_exactly_the_final_values() {
     check(&h2[0], &o1, &other);
 
     // A stale write with an older timestamp loses to what is there.
-    let stale_ts = LAST_WRITE_TS.load(Ordering::Relaxed) - 1_000_000;
+    let stale_ts = before_graph;
     let (_, values) = upsert_values(&h0, &a1, stale_ts, None);
     let shared = Arc::clone(&views.shared);
     views
