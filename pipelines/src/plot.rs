@@ -300,15 +300,25 @@ where
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
             });
     }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+/// The legend box of a chart's labelled series.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+        .map_err(|e| anyhow!("{e}"))
 }
 
 fn draw_profile<DB: DrawingBackend>(
@@ -366,13 +376,5 @@ where
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
             });
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use wattflow::model::Granularity;
 use wattflow::serve::insights::insights;
 
-use super::report::{pick_meter, range};
+use super::report::RangeArgs;
 use super::serve::{load_tariff, ViewsArgs};
 use crate::plot::{auto_granularity, plot_png, What};
 
@@ -20,15 +20,9 @@ pub struct PlotArgs {
     /// What to draw.
     #[arg(long, value_enum)]
     pub what: What,
-    /// The meter (default: the only one in the views).
-    #[arg(long)]
-    pub meter: Option<String>,
-    /// First day or instant (default: 28 days before `--to`).
-    #[arg(long)]
-    pub from: Option<String>,
-    /// End of the range, exclusive (default: the end of the day of the newest reading).
-    #[arg(long)]
-    pub to: Option<String>,
+    /// The meter and the range.
+    #[command(flatten)]
+    pub range: RangeArgs,
     /// `minute`, `hour` or `day` (default: by the range: minutes up to 2 days, hours up to
     /// 92 days, days beyond).
     #[arg(long, value_parser = parse_granularity)]
@@ -53,8 +47,7 @@ pub(crate) fn plot(args: PlotArgs) -> Result<()> {
         anyhow::bail!("--width and --height are between 100 and 10000 pixels");
     }
     let views = args.views.open()?;
-    let meter = pick_meter(&views, args.meter.as_deref())?;
-    let (from, to) = range(&views, &meter, args.from.as_deref(), args.to.as_deref(), 28)?;
+    let (meter, from, to) = args.range.resolve(&views)?;
     let granularity = args
         .granularity
         .unwrap_or_else(|| auto_granularity(from, to));

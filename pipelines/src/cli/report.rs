@@ -28,6 +28,20 @@ pub struct ReportArgs {
     /// The views.
     #[command(flatten)]
     pub views: ViewsArgs,
+    /// The meter and the range.
+    #[command(flatten)]
+    pub range: RangeArgs,
+    /// Tariff (TOML; default: an HP/HC contract, see the docs of `Tariff`).
+    #[arg(long, value_name = "FILE.toml")]
+    pub tariff: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+}
+
+/// A meter and a range of it: the arguments of `report` and `plot`.
+#[derive(Debug, Args)]
+pub struct RangeArgs {
     /// The meter (default: the only one in the views).
     #[arg(long)]
     pub meter: Option<String>,
@@ -37,16 +51,20 @@ pub struct ReportArgs {
     /// End of the range, exclusive (default: the end of the day of the newest reading).
     #[arg(long)]
     pub to: Option<String>,
-    /// Tariff (TOML; default: an HP/HC contract, see the docs of `Tariff`).
-    #[arg(long, value_name = "FILE.toml")]
-    pub tariff: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "text")]
-    pub format: ReportFormat,
+}
+
+impl RangeArgs {
+    /// The meter and `[from, to)` (by default the 28 days up to the end of the day of the
+    /// meter's newest reading).
+    pub(crate) fn resolve(&self, views: &Views) -> Result<(String, i64, i64)> {
+        let meter = pick_meter(views, self.meter.as_deref())?;
+        let (from, to) = range(views, &meter, self.from.as_deref(), self.to.as_deref(), 28)?;
+        Ok((meter, from, to))
+    }
 }
 
 /// The meter a command names, or the only one in the views.
-pub(crate) fn pick_meter(views: &Views, meter: Option<&str>) -> Result<String> {
+fn pick_meter(views: &Views, meter: Option<&str>) -> Result<String> {
     let meters = views.meters()?;
     match meter {
         Some(m) if meters.contains(m) => Ok(m.to_owned()),
@@ -58,7 +76,7 @@ pub(crate) fn pick_meter(views: &Views, meter: Option<&str>) -> Result<String> {
 }
 
 /// `[from, to)` from the flags: by default the 28 days up to the end of the newest reading's day.
-pub(crate) fn range(
+fn range(
     views: &Views,
     meter: &str,
     from: Option<&str>,
@@ -90,8 +108,7 @@ pub(crate) fn range(
 pub(crate) fn report(args: ReportArgs) -> Result<()> {
     let views = args.views.open()?;
     let prices = load_tariff(args.tariff.as_deref())?;
-    let meter = pick_meter(&views, args.meter.as_deref())?;
-    let (from, to) = range(&views, &meter, args.from.as_deref(), args.to.as_deref(), 28)?;
+    let (meter, from, to) = args.range.resolve(&views)?;
     let found = insights(&views, &meter, from, to, &prices)?;
     let text = match args.format {
         ReportFormat::Json => serde_json::to_string_pretty(&found)? + "\n",
