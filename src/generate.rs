@@ -250,6 +250,15 @@ impl Generator {
         }
     }
 
+    /// `household`'s readings on demand, for a caller that keeps them apart from this
+    /// generator (see [`Household`]).
+    pub fn household(&self, household: u32) -> Household {
+        Household {
+            meter: self.meter(household),
+            cache: HouseCache::new(self.config.seed, household),
+        }
+    }
+
     /// Whether the minute holding `ts` is part of a simulated outage (missing data) for
     /// `household`.
     pub fn is_missing(&self, household: u32, ts: i64) -> bool {
@@ -956,6 +965,35 @@ impl HouseCache {
     }
 }
 
+/// One household's readings on demand, in any order, owning its cache of day plans (unlike
+/// [`Readings`], it borrows no [`Generator`], so a long-lived operator can keep one per
+/// household): see [`Generator::household`].
+#[derive(Clone, Debug)]
+pub struct Household {
+    meter: MeterId,
+    cache: HouseCache,
+}
+
+impl Household {
+    /// The household's meter.
+    pub fn meter(&self) -> MeterId {
+        self.meter
+    }
+
+    /// The reading of `[ts, ts + interval_s s)`: exactly [`Generator::reading`], faster when
+    /// calls move forward through time (each day's schedule is drawn once).
+    pub fn reading(&mut self, generator: &Generator, ts: i64, interval_s: u32) -> Reading {
+        let interval_s = interval_s.max(1);
+        Reading {
+            meter: self.meter,
+            ts,
+            interval_s,
+            values: self.cache.values(generator, ts, interval_s),
+            origin: Origin::default(),
+        }
+    }
+}
+
 /// Iterator over consecutive readings of one household: see [`Generator::readings`].
 #[derive(Clone, Debug)]
 pub struct Readings<'g> {
@@ -1157,6 +1195,23 @@ mod tests {
             (DEFAULT_START_MS, 60, Origin::default())
         );
         assert_eq!(g.reading(1, DEFAULT_START_MS, 0).interval_s, 1);
+    }
+
+    #[test]
+    fn a_household_gives_the_generators_readings_in_any_order() {
+        let g = Generator::new(GeneratorConfig::default());
+        let mut house = g.household(3);
+        assert_eq!(house.meter().as_str(), "household-3");
+        // Forward through two midnights one second at a time, then back a day, then an
+        // interval across midnight.
+        let mut calls: Vec<(i64, u32)> = (0..200)
+            .map(|k| (DEFAULT_START_MS + time::DAY_MS - 100_000 + k * 1_000, 1))
+            .collect();
+        calls.push((DEFAULT_START_MS + 3_600_000, 1));
+        calls.push((DEFAULT_START_MS + 2 * time::DAY_MS - 30_000, 60));
+        for (ts, interval) in calls {
+            assert_eq!(house.reading(&g, ts, interval), g.reading(3, ts, interval), "{ts}");
+        }
     }
 
     #[test]

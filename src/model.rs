@@ -149,6 +149,10 @@ pub struct Origin {
 /// bits, see [`Origin::kafka`]); the others index the run's history files.
 pub const KAFKA_ORIGIN: u32 = 1 << 31;
 
+/// [`Origin::source`] of the in-process simulated sensors ([`Origin::sensor`]; the household
+/// in [`Origin::position`]).
+pub const SENSOR_ORIGIN: u32 = 1 << 30;
+
 impl Origin {
     /// The origin of the message at `offset` of Kafka partition `partition`.
     pub fn kafka(partition: i32, offset: i64) -> Origin {
@@ -163,9 +167,22 @@ impl Origin {
         (self.source & KAFKA_ORIGIN != 0).then_some((self.source & !KAFKA_ORIGIN) as i32)
     }
 
+    /// The origin of a reading of simulated household `household` (the in-process sensors).
+    pub fn sensor(household: u32) -> Origin {
+        Origin {
+            source: SENSOR_ORIGIN,
+            position: household as u64,
+        }
+    }
+
+    /// Whether this origin is a simulated in-process sensor.
+    pub fn is_sensor(&self) -> bool {
+        self.source == SENSOR_ORIGIN
+    }
+
     /// The index of the history file this origin names, if it is one.
     pub fn file_index(&self) -> Option<usize> {
-        (self.source & KAFKA_ORIGIN == 0).then_some(self.source as usize)
+        (self.source & (KAFKA_ORIGIN | SENSOR_ORIGIN) == 0).then_some(self.source as usize)
     }
 }
 

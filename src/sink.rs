@@ -4,4 +4,6 @@
 pub mod cassandra;
 pub mod dead_letter;
 #[cfg(feature = "parquet")]
+pub mod memory;
+#[cfg(feature = "parquet")]
 pub mod parquet;

@@ -11,6 +11,7 @@ pub mod handover;
 pub mod kafka;
 pub mod order;
 pub mod progress;
+pub mod sensors;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;

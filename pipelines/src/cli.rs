@@ -2,6 +2,7 @@
 //! pipelines of this crate, one file per sub-command. Logic lives in the library; this module
 //! only talks to people.
 
+mod demo;
 mod generate;
 mod live;
 mod plot;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+pub use demo::DemoArgs;
 pub use generate::GenerateArgs;
 pub use live::LiveArgs;
 pub use plot::PlotArgs;
@@ -40,6 +42,9 @@ pub struct Cli {
 /// Sub-commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole product on this machine, nothing else needed: synthetic history, then live
+    /// simulated sensors, through one graph into Parquet and in-memory views, with the dashboard.
+    Demo(DemoArgs),
     /// History files, then a Kafka topic, through one graph into Parquet and Cassandra views.
     Run(RunArgs),
     /// Replay history files through the graph into Parquet batch views.
@@ -92,6 +97,7 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Demo(args) => demo::demo(args),
         Command::Run(args) => run::run(args),
         Command::Replay(args) => replay::replay(args),
         Command::Generate(args) => generate::generate(args).map(|_| ()),

@@ -1,6 +1,7 @@
-//! The one graph: history files and a Kafka topic through the same window operator into the
-//! Parquet batch views and the Cassandra speed views. [`Pipeline`] wires it once; `replay`,
-//! `live` and `run` are configurations of it ([`crate::Replay`], [`crate::Live`]).
+//! The one graph: history files and a live source (a Kafka topic, or simulated sensors in the
+//! process) through the same window operator into the Parquet batch views and the speed views
+//! (Cassandra, or a store in memory). [`Pipeline`] wires it once; `replay`, `live`, `run` and
+//! `demo` are configurations of it ([`crate::Replay`], [`crate::Live`], [`crate::demo`]).
 //!
 //! ```text
 //!  history files ─> FileSource ─ readings ───────────────┐
@@ -12,6 +13,8 @@
 //!    │                                               ▼                     ▼                                      │
 //!    │                                          RejectedSink (rejected.csv)                                       │
 //!    └────────── offsets committed once the durable probe has passed them ◄──────────────────────────────────────┘
+//!  simulated sensors ─> SensorSource ─ readings ──> (beside or instead of Kafka; follows the ends like it)
+//!                                     every change ──> MemoryViewSink ─> MemoryViews (speed views in the process)
 //! ```
 //!
 //! # Time and the switch
@@ -22,14 +25,17 @@
 //! outputs), so the combined frontier is the history's during the history phase and Kafka's
 //! after it: history windows seal without waiting for Kafka, and the windows around the switch
 //! stay open until the live readings that complete them have arrived. Live readings before
-//! their meter's switch time are covered by history (see [`wattflow::source::handover`]).
+//! their meter's switch time are covered by history (see [`wattflow::source::handover`]). The
+//! simulated sensors ([`wattflow::source::sensors`]) take the same hand-over: they wait for the
+//! history, following its frontier, then start each meter at its switch time.
 //!
 //! # State, sealing and sinks
 //! The window operator holds only open windows and emits `−old, +new` at every change; the
 //! Parquet sink keeps each partition until the frontier passes the partition's end and writes it
 //! once; the Cassandra sink writes every change and returns the durability frontier the Kafka
-//! source commits by. With a Kafka source the window operator folds eagerly (a reading reaches
-//! the speed views at once); history alone folds per complete time, as a replay wants.
+//! source commits by. The memory sink stores every change at once and holds nothing back. With
+//! a live source the window operator folds eagerly (a reading reaches the speed views at once);
+//! history alone folds per complete time, as a replay wants.
 //!
 //! # The shared context
 //! Everything a worker needs to build its copy of the graph is one `Context` behind an
@@ -49,6 +55,7 @@ use wattflow::error::{Halt, RunError, RunErrors};
 use wattflow::format::json::render_message;
 use wattflow::metrics::RejectCounts;
 use wattflow::model::{Granularity, Reading};
+use wattflow::serve::MemoryViews;
 use wattflow::sink::cassandra::{
     cassandra_sink_paced, connect, CassandraError, CassandraSinkConfig, CassandraStats,
     CassandraViews,
@@ -56,6 +63,7 @@ use wattflow::sink::cassandra::{
 use wattflow::sink::dead_letter::{
     dead_letter_sink, DeadLetterConfig, DeadLetterStats, KafkaDeadLetters, REJECTED_FILE,
 };
+use wattflow::sink::memory::{memory_sink, MemorySinkStats};
 use wattflow::sink::parquet::{
     check_buckets, clean_debris, parquet_sink, update_manifest, At, Manifest, ParquetSinkConfig,
     ParquetSinkError, ParquetStats, SinkReport,
@@ -67,6 +75,7 @@ use wattflow::source::handover::SwitchAt;
 use wattflow::source::kafka::{
     check_topic, kafka_source, Backpressure, Handover, KafkaError, KafkaSourceConfig, KafkaStats,
 };
+use wattflow::source::sensors::{sensor_source, SensorSourceConfig, SensorStats};
 use wattflow::source::Rejection;
 use wattflow::time::Calendar;
 use wattflow::Time;
@@ -78,10 +87,10 @@ use crate::recovery::{self, checkpoint, Checkpoint};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PipelineError {
-    /// Neither history inputs nor a Kafka topic were given.
+    /// Neither history inputs nor a live source (Kafka topic, sensors) were given.
     #[error("no input: give at least one history --input or a Kafka --topic")]
     NoInput,
-    /// Neither Parquet views nor Cassandra views were asked for.
+    /// Neither Parquet views nor speed views (Cassandra, memory) were asked for.
     #[error("no output: give --out (Parquet batch views) or --cassandra (speed views)")]
     NoOutput,
     /// A history input cannot be read.
@@ -137,16 +146,23 @@ pub struct Progress {
     pub windows: Arc<WindowStats>,
     /// Parquet files written.
     pub parquet: Arc<ParquetStats>,
+    /// Simulated sensor counters.
+    pub sensors: Arc<SensorStats>,
+    /// Window values stored in the memory speed views.
+    pub memory: Arc<MemorySinkStats>,
 }
 
 impl Progress {
     /// The graph's event-time watermark as far as the sources have published it: Kafka's once
-    /// it reads, else the history's (`None` before either started).
+    /// it reads, else the simulated sensors' newest reading once they run, else the history's
+    /// (`None` before any started).
     pub fn watermark_ms(&self) -> Option<i64> {
         let kafka = self.kafka.watermark();
         let history = self.source.watermark.load(Ordering::Relaxed);
         if kafka > 0 {
             Some(kafka)
+        } else if let Some(sensors) = self.sensors.newest() {
+            Some(sensors)
         } else {
             (history != i64::MIN).then_some(history)
         }
@@ -198,6 +214,15 @@ pub struct KafkaSummary {
     pub last_message_after_s: Option<f64>,
 }
 
+/// What the simulated sensors did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SensorSummary {
+    /// Readings emitted.
+    pub readings: u64,
+    /// End of the newest reading, ms.
+    pub newest_ms: Option<i64>,
+}
+
 /// What the speed-view sink did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CassandraSummary {
@@ -231,8 +256,12 @@ pub struct RunSummary {
     pub history: Option<HistorySummary>,
     /// The Kafka source, if there was one.
     pub kafka: Option<KafkaSummary>,
+    /// The simulated sensors, if there were.
+    pub sensors: Option<SensorSummary>,
     /// The speed views, if written.
     pub cassandra: Option<CassandraSummary>,
+    /// Window values stored in the memory speed views, if there were.
+    pub memory_rows_written: Option<u64>,
     /// The batch views, if written.
     pub views: Vec<ViewSummary>,
     /// Records written to the dead-letter file.
@@ -262,8 +291,10 @@ impl RunSummary {
 struct Context {
     history: Option<Arc<FileSourceConfig>>,
     kafka: Option<Arc<KafkaSourceConfig>>,
+    sensors: Option<Arc<SensorSourceConfig>>,
     parquet: Option<Arc<ParquetSinkConfig>>,
     cassandra: Option<Arc<CassandraViews>>,
+    memory: Option<Arc<MemoryViews>>,
     switch_at: SwitchAt,
     calendar: Calendar,
     progress: Arc<Progress>,
@@ -305,7 +336,8 @@ impl Context {
         let flow = ProbeHandle::new();
         let mut readings: Option<VecCollection<'_, Time, Reading>> = None;
         let mut rejected: Option<StreamVec<'_, Time, Rejection>> = None;
-        let mut handover = None;
+        // The history's ends, broadcast, for the live sources' hand-over.
+        let mut ends = None;
         let mut kafka_rejected = None;
         if let Some(history) = &self.history {
             let streams = file_source(
@@ -317,12 +349,29 @@ impl Context {
             );
             readings = Some(streams.readings);
             rejected = Some(self.count_rejections(streams.rejected));
-            if self.kafka.is_some() {
-                handover = Some(Handover {
-                    ends: streams.ends.broadcast(),
-                    rule: self.switch_at,
-                });
+            if self.kafka.is_some() || self.sensors.is_some() {
+                ends = Some(streams.ends.broadcast());
             }
+        }
+        let handover = || {
+            ends.clone().map(|ends| Handover {
+                ends,
+                rule: self.switch_at,
+            })
+        };
+        if let Some(sensors) = &self.sensors {
+            let live = sensor_source(
+                scope,
+                Arc::clone(sensors),
+                Arc::clone(&self.progress.sensors),
+                flow.clone(),
+                Arc::clone(&self.stop),
+                handover(),
+            );
+            readings = Some(match readings {
+                Some(h) => h.concat(live),
+                None => live,
+            });
         }
         if let Some(kafka) = &self.kafka {
             match kafka_source(
@@ -337,7 +386,7 @@ impl Context {
                     Arc::new(move || stats.over_budget(budget)) as Backpressure
                 }),
                 Arc::clone(&self.stop),
-                handover,
+                handover(),
             ) {
                 Ok(streams) => {
                     readings = Some(match readings {
@@ -354,7 +403,7 @@ impl Context {
         }
         let Some(readings) = readings else { return };
         let window = WindowConfig {
-            eager: self.kafka.is_some(),
+            eager: self.kafka.is_some() || self.sensors.is_some(),
             stats: Some(Arc::clone(&self.progress.windows)),
             calendar: self.calendar.clone(),
             ..WindowConfig::default()
@@ -362,6 +411,13 @@ impl Context {
         let windows = readings.window_aggregate(&window);
         let updates = windows.updates.inner.probe_with(&flow);
         let mut durables = Vec::new();
+        if let Some(views) = &self.memory {
+            memory_sink(
+                updates.clone(),
+                Arc::clone(views),
+                Arc::clone(&self.progress.memory),
+            );
+        }
         if let Some(views) = &self.cassandra {
             let kafka_stats = Arc::clone(&self.progress.kafka);
             durables.push(cassandra_sink_paced(
@@ -393,7 +449,9 @@ impl Context {
                     r
                 }
                 None => {
-                    progress.history_duplicates.fetch_add(1, Ordering::Relaxed);
+                    if !reading.origin.is_sensor() {
+                        progress.history_duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
                     Rejection::new(reading.origin, reason, render_reading(&reading))
                 }
             }
@@ -540,8 +598,10 @@ impl Cluster {
 pub struct Pipeline {
     history: FileSourceConfig,
     kafka: Option<KafkaSourceConfig>,
+    sensors: Option<SensorSourceConfig>,
     parquet: Option<ParquetSinkConfig>,
     cassandra: Option<CassandraSinkConfig>,
+    memory: Option<Arc<MemoryViews>>,
     dead_letter_file: Option<PathBuf>,
     switch_at: SwitchAt,
     workers: usize,
@@ -570,8 +630,10 @@ impl Pipeline {
         Pipeline {
             history: FileSourceConfig::new(Vec::new()),
             kafka: None,
+            sensors: None,
             parquet: None,
             cassandra: None,
+            memory: None,
             dead_letter_file: None,
             switch_at: SwitchAt::Auto,
             workers: 1,
@@ -603,6 +665,22 @@ impl Pipeline {
     /// Follows a Kafka topic (after the history, if any).
     pub fn kafka(mut self, config: KafkaSourceConfig) -> Pipeline {
         self.kafka = Some(config);
+        self
+    }
+
+    /// Follows simulated sensors in the process (after the history, if any), from each meter's
+    /// switch time; see [`wattflow::source::sensors`]. Their clock and calendar become the
+    /// pipeline's ([`Pipeline::timezone`]).
+    pub fn sensors(mut self, config: SensorSourceConfig) -> Pipeline {
+        self.sensors = Some(config);
+        self
+    }
+
+    /// Stores every change of every window in `views`, speed views in the process that a
+    /// [`wattflow::serve::Views`] can serve while the pipeline runs (see
+    /// [`wattflow::sink::memory`]).
+    pub fn memory_views(mut self, views: Arc<MemoryViews>) -> Pipeline {
+        self.memory = Some(views);
         self
     }
 
@@ -706,6 +784,12 @@ impl Pipeline {
                 k.brokers, k.topic, k.group_id, k.lateness_ms, k.future_skew_ms
             ));
         }
+        if let Some(s) = &self.sensors {
+            parts.push(format!(
+                "sensors households={} seed={} interval={} start={:?} until={:?}",
+                s.households, s.seed, s.interval_s, s.start_ms, s.until_ms
+            ));
+        }
         if let Some(p) = &self.parquet {
             parts.push(format!("zstd={}", p.zstd_level));
             if p.buckets > 1 {
@@ -721,10 +805,11 @@ impl Pipeline {
         let started = Instant::now();
         let started_unix_us = wattflow::time::now_unix_us() as u64;
         let has_history = !self.history.inputs.is_empty();
-        if !has_history && self.kafka.is_none() {
+        let live = self.kafka.is_some() || self.sensors.is_some();
+        if !has_history && !live {
             return Err(PipelineError::NoInput);
         }
-        if self.parquet.is_none() && self.cassandra.is_none() {
+        if self.parquet.is_none() && self.cassandra.is_none() && self.memory.is_none() {
             return Err(PipelineError::NoOutput);
         }
         let mut history = self.history.clone();
@@ -738,7 +823,7 @@ impl Pipeline {
             c
         });
         if let SwitchAt::At(t) = self.switch_at {
-            if self.kafka.is_some() {
+            if live {
                 history.switch_at = Some(t);
             }
         }
@@ -852,8 +937,13 @@ impl Pipeline {
         let context = Arc::new(Context {
             history: has_history.then(|| Arc::new(history)),
             kafka: kafka_config.map(Arc::new),
+            sensors: self.sensors.clone().map(|mut s| {
+                s.calendar = self.calendar.clone();
+                Arc::new(s)
+            }),
             parquet: parquet_config.map(Arc::new),
             cassandra,
+            memory: self.memory.clone(),
             switch_at: self.switch_at,
             calendar: self.calendar.clone(),
             progress: Arc::clone(&self.progress),
@@ -872,8 +962,7 @@ impl Pipeline {
                 Arc::clone(&done),
                 Arc::clone(&context.stop),
             );
-            let kafka = context.kafka.is_some();
-            std::thread::spawn(move || log_progress(&progress, kafka, &done, &stop, every))
+            std::thread::spawn(move || log_progress(&progress, live, &done, &stop, every))
         });
         let result = {
             let context = Arc::clone(&context);
@@ -974,6 +1063,10 @@ impl Pipeline {
                 last_message_after_s: after(last.max(0) as u64 * 1000),
             }
         });
+        let sensors = context.sensors.as_ref().map(|_| SensorSummary {
+            readings: load(&p.sensors.readings),
+            newest_ms: p.sensors.newest(),
+        });
         let cassandra = context.cassandra.as_ref().map(|_| {
             let c = &p.cassandra;
             CassandraSummary {
@@ -987,7 +1080,12 @@ impl Pipeline {
         Ok(RunSummary {
             history,
             kafka,
+            sensors,
             cassandra,
+            memory_rows_written: context
+                .memory
+                .as_ref()
+                .map(|_| load(&p.memory.rows_written)),
             views,
             dead_letter_file_records: load(&p.dead_letters.file_records),
             dead_letter_file,
@@ -1003,7 +1101,7 @@ impl Pipeline {
 
 fn log_progress(
     progress: &Progress,
-    kafka: bool,
+    live: bool,
     done: &AtomicBool,
     stop: &AtomicBool,
     every: Duration,
@@ -1031,23 +1129,27 @@ fn log_progress(
         let k = &progress.kafka;
         let c = &progress.cassandra;
         let rows = s.rows.load(Ordering::Relaxed);
-        let readings = k.readings.load(Ordering::Relaxed);
+        let readings =
+            k.readings.load(Ordering::Relaxed) + progress.sensors.readings.load(Ordering::Relaxed);
         let secs = last.0.elapsed().as_secs_f64().max(1e-3);
         let (rows_rate, kafka_rate) = (
             (rows - last.1) as f64 / secs,
             (readings - last.2) as f64 / secs,
         );
         last = (Instant::now(), rows, readings);
-        if kafka {
+        if live {
+            let behind = k
+                .behind_ms
+                .load(Ordering::Relaxed)
+                .max(progress.sensors.behind_ms.load(Ordering::Relaxed));
             tracing::info!(
                 history_rows = rows,
                 readings,
                 readings_per_s = format!("{kafka_rate:.0}"),
-                watermark = wattflow::time::format_iso(k.watermark()),
-                behind_real_time = format!(
-                    "{:.1}s",
-                    k.behind_ms.load(Ordering::Relaxed) as f64 / 1000.0
-                ),
+                watermark = progress
+                    .watermark_ms()
+                    .map_or_else(|| "-".to_owned(), wattflow::time::format_iso),
+                behind_real_time = format!("{:.1}s", behind as f64 / 1000.0),
                 covered_by_history = k.covered.load(Ordering::Relaxed),
                 rejected = k.rejected.load(Ordering::Relaxed),
                 rows_written = c.rows_written.load(Ordering::Relaxed),

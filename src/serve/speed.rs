@@ -60,6 +60,13 @@ impl SpeedViews for NoSpeedViews {
 /// upserted, in window order. Rows older than [`MemoryViews::retain_ms`] before a meter's
 /// newest window are dropped as newer ones arrive, so a long-running process holds a bounded
 /// tail of each view (the batch views hold the rest).
+///
+/// The tail must reach back to the batch view's sealed high-water mark, or a query finds a gap
+/// between the two: the Parquet sink writes a partition (a month of minutes, a year of hours
+/// and days) once it is sealed, so the mark can be a month (minutes) or a year (hours, days)
+/// behind the newest window. The default retention ([`MemoryViews::new`]) covers that, at about
+/// 20 MiB per meter for the minutes and hours (a row takes about 350 bytes); a store that only
+/// serves recent windows can keep less ([`MemoryViews::with_retention`]).
 #[derive(Debug)]
 pub struct MemoryViews {
     rows: RwLock<BTreeMap<(Granularity, String), BTreeMap<i64, ViewRow>>>,
@@ -74,10 +81,11 @@ impl Default for MemoryViews {
 }
 
 impl MemoryViews {
-    /// A store that keeps 2 days of minutes, 62 days of hours and 2 years of days per meter.
+    /// A store that keeps, per meter, 33 days of minutes, 367 days of hours and 2 years of
+    /// days: enough to reach back to the batch views' mark whatever the day of the month.
     pub fn new() -> MemoryViews {
         const DAY: i64 = 86_400_000;
-        MemoryViews::with_retention([2 * DAY, 62 * DAY, 732 * DAY])
+        MemoryViews::with_retention([33 * DAY, 367 * DAY, 732 * DAY])
     }
 
     /// A store that keeps, per granularity (minute, hour, day), windows starting at most this
@@ -96,22 +104,8 @@ impl MemoryViews {
     }
 
     /// Sets a window's value (the row's `source` becomes [`Source::Speed`]).
-    pub fn upsert_row(&self, granularity: Granularity, mut row: ViewRow) {
-        row.source = Source::Speed;
-        let retain = self.retain_ms(granularity);
-        let mut all = self.rows.write().unwrap_or_else(|e| e.into_inner());
-        let windows = all.entry((granularity, row.meter.clone())).or_default();
-        windows.insert(row.window_start, row);
-        if let Some((&newest, _)) = windows.last_key_value() {
-            let keep_from = newest.saturating_sub(retain);
-            while windows
-                .first_key_value()
-                .is_some_and(|(&t, _)| t < keep_from)
-            {
-                windows.pop_first();
-            }
-        }
-        self.version.fetch_add(1, Ordering::Release);
+    pub fn upsert_row(&self, granularity: Granularity, row: ViewRow) {
+        self.store(granularity, row, false);
     }
 
     /// Sets a window's value from its aggregate.
@@ -126,6 +120,45 @@ impl MemoryViews {
             granularity,
             ViewRow::of(meter, window_start, agg, Source::Speed),
         );
+    }
+
+    /// Applies a change of a window from a pipeline: the new value replaces the stored one
+    /// unless that has more samples. Readings only ever add to a window, so the value with
+    /// the most samples is the newest, whatever order two changes arrive in.
+    pub fn apply(&self, granularity: Granularity, meter: &str, window_start: i64, agg: &Aggregate) {
+        self.store(
+            granularity,
+            ViewRow::of(meter, window_start, agg, Source::Speed),
+            true,
+        );
+    }
+
+    fn store(&self, granularity: Granularity, mut row: ViewRow, newest_only: bool) {
+        row.source = Source::Speed;
+        let retain = self.retain_ms(granularity);
+        let mut all = self.rows.write().unwrap_or_else(|e| e.into_inner());
+        let windows = all.entry((granularity, row.meter.clone())).or_default();
+        match windows.entry(row.window_start) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                if newest_only && e.get().samples > row.samples {
+                    return;
+                }
+                e.insert(row);
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(row);
+            }
+        }
+        if let Some((&newest, _)) = windows.last_key_value() {
+            let keep_from = newest.saturating_sub(retain);
+            while windows
+                .first_key_value()
+                .is_some_and(|(&t, _)| t < keep_from)
+            {
+                windows.pop_first();
+            }
+        }
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// Rows held over all views.

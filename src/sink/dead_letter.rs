@@ -357,11 +357,11 @@ pub fn dead_letter_sink<'scope>(
                     match r.origin.kafka_partition() {
                         None => match file.as_mut() {
                             Some(w) => {
-                                let source = r
-                                    .origin
-                                    .file_index()
-                                    .and_then(|i| config.sources.get(i))
-                                    .map_or("?", String::as_str);
+                                let source = match r.origin.file_index() {
+                                    _ if r.origin.is_sensor() => "sensors",
+                                    Some(i) => config.sources.get(i).map_or("?", String::as_str),
+                                    None => "?",
+                                };
                                 match w.write(source, &r) {
                                     Ok(true) => {
                                         stats.file_records.fetch_add(1, Ordering::Relaxed);

@@ -28,8 +28,21 @@
 //! and the history's end refused as too late: give every meter history up to about the same
 //! instant, or set [`SwitchAt::At`].
 
+use timely::dataflow::StreamVec;
+
 use crate::hash::FxMap;
 use crate::model::MeterId;
+use crate::Time;
+
+/// The history side of a hand-over to a live source (Kafka, or the in-process sensors).
+pub struct Handover<'scope> {
+    /// Per meter, the end of its history, as every file-source worker sent it, broadcast to
+    /// every worker of the live source. The live source reads nothing until this stream's
+    /// frontier is empty (the history is read); meanwhile its capability follows that frontier.
+    pub ends: StreamVec<'scope, Time, (MeterId, i64)>,
+    /// Where the switch is.
+    pub rule: SwitchAt,
+}
 
 /// Where the hand-over from history to live happens.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]

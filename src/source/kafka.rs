@@ -84,8 +84,9 @@ pub use offsets::{is_transient, retry_transient};
 pub use stats::KafkaStats;
 pub use worker::check_topic;
 
-use crate::model::{MeterId, Reading};
-use crate::source::handover::{SwitchAt, SwitchTimes};
+use crate::model::Reading;
+pub use crate::source::handover::Handover;
+use crate::source::handover::SwitchTimes;
 use crate::source::progress::InFlight;
 use crate::source::{Rejection, SourceOperator};
 use crate::time::format_iso;
@@ -99,16 +100,6 @@ pub struct KafkaStreams<'scope> {
     /// Refused messages; [`Origin::kafka_partition`](crate::model::Origin::kafka_partition)
     /// and `origin.position` give the partition and offset.
     pub rejected: StreamVec<'scope, Time, Rejection>,
-}
-
-/// The history side of a hand-over to this source (see [`crate::source::handover`]).
-pub struct Handover<'scope> {
-    /// Per meter, the end of its history, as every file-source worker sent it, broadcast to
-    /// every worker of this source. Nothing is read from Kafka until this stream's frontier is
-    /// empty (the history is read); meanwhile the source's capability follows that frontier.
-    pub ends: StreamVec<'scope, Time, (MeterId, i64)>,
-    /// Where the switch is.
-    pub rule: SwitchAt,
 }
 
 /// Reads `config.topic` into the graph; see the module docs.

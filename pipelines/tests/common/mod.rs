@@ -3,6 +3,7 @@
 //! arithmetic and its own aggregation, so the tests compare against a second implementation.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod servers;
 
 use std::collections::BTreeMap;
