@@ -1210,7 +1210,11 @@ mod tests {
         calls.push((DEFAULT_START_MS + 3_600_000, 1));
         calls.push((DEFAULT_START_MS + 2 * time::DAY_MS - 30_000, 60));
         for (ts, interval) in calls {
-            assert_eq!(house.reading(&g, ts, interval), g.reading(3, ts, interval), "{ts}");
+            assert_eq!(
+                house.reading(&g, ts, interval),
+                g.reading(3, ts, interval),
+                "{ts}"
+            );
         }
     }
 

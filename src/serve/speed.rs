@@ -6,8 +6,9 @@
 //! (batch views alone) and, with the `cassandra` feature, [`CassandraSpeedViews`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use super::row::{Source, ViewRow};
 use super::ServeError;
@@ -32,6 +33,15 @@ pub trait SpeedViews: Send + Sync {
     /// case a live feed must poll).
     fn version(&self) -> u64 {
         0
+    }
+
+    /// Blocks until [`SpeedViews::version`] is no longer `seen` or `timeout` has passed, and
+    /// returns the version then. A store that cannot tell (version 0) just waits `timeout`;
+    /// call it only from a thread that may block.
+    fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let _ = seen;
+        std::thread::sleep(timeout);
+        self.version()
     }
 
     /// A name for logs and `/health` (`memory`, `cassandra 127.0.0.1:9042/wattflow`, ...).
@@ -72,6 +82,11 @@ pub struct MemoryViews {
     rows: RwLock<BTreeMap<(Granularity, String), BTreeMap<i64, ViewRow>>>,
     version: AtomicU64,
     retain_ms: [i64; 3],
+    /// Threads in [`SpeedViews::wait_for_change`]: a change wakes them only when there are
+    /// some, so writes cost no system call otherwise.
+    waiters: AtomicUsize,
+    signal: Mutex<()>,
+    changed: Condvar,
 }
 
 impl Default for MemoryViews {
@@ -95,6 +110,9 @@ impl MemoryViews {
             rows: RwLock::new(BTreeMap::new()),
             version: AtomicU64::new(0),
             retain_ms,
+            waiters: AtomicUsize::new(0),
+            signal: Mutex::new(()),
+            changed: Condvar::new(),
         }
     }
 
@@ -158,7 +176,14 @@ impl MemoryViews {
                 windows.pop_first();
             }
         }
-        self.version.fetch_add(1, Ordering::Release);
+        drop(all);
+        // With `wait_for_change`'s order (waiters up, then version read) one of the two sees
+        // the other: a waiter either finds the new version or is woken.
+        self.version.fetch_add(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.signal.lock().unwrap_or_else(|e| e.into_inner());
+            self.changed.notify_all();
+        }
     }
 
     /// Rows held over all views.
@@ -197,7 +222,28 @@ impl SpeedViews for MemoryViews {
     }
 
     fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
+        self.version.load(Ordering::SeqCst)
+    }
+
+    fn wait_for_change(&self, seen: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.signal.lock().unwrap_or_else(|e| e.into_inner());
+        let version = loop {
+            let v = self.version.load(Ordering::SeqCst);
+            let now = Instant::now();
+            if v != seen || now >= deadline {
+                break v;
+            }
+            guard = self
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        version
     }
 
     fn describe(&self) -> String {
@@ -309,6 +355,58 @@ mod tests {
             a.add(&r);
         }
         a
+    }
+
+    #[test]
+    fn a_waiter_wakes_at_a_change_not_at_its_timeout() {
+        let views = std::sync::Arc::new(MemoryViews::new());
+        let seen = views.version();
+        // Nothing changes: the wait ends at its timeout with the same version.
+        let t0 = Instant::now();
+        assert_eq!(views.wait_for_change(seen, Duration::from_millis(50)), seen);
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        let waiter = {
+            let views = std::sync::Arc::clone(&views);
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                (
+                    views.wait_for_change(seen, Duration::from_secs(30)),
+                    t.elapsed(),
+                )
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        views.apply(Granularity::Minute, "m", 0, &agg(1));
+        let (version, waited) = waiter.join().unwrap();
+        assert!(version > seen);
+        assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
+        // A version already past `seen` returns at once.
+        let t1 = Instant::now();
+        assert_eq!(
+            views.wait_for_change(seen, Duration::from_secs(30)),
+            version
+        );
+        assert!(t1.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_change_with_fewer_samples_does_not_replace_a_newer_value() {
+        let views = MemoryViews::new();
+        views.apply(Granularity::Hour, "m", 0, &agg(3));
+        views.apply(Granularity::Hour, "m", 0, &agg(2));
+        let rows = views.rows(Granularity::Hour, "m", 0, 1).unwrap();
+        assert_eq!(rows[0].samples, 3);
+        views.apply(Granularity::Hour, "m", 0, &agg(4));
+        assert_eq!(
+            views.rows(Granularity::Hour, "m", 0, 1).unwrap()[0].samples,
+            4
+        );
+        // `upsert` sets whatever it is given (a store of the caller's).
+        views.upsert(Granularity::Hour, "m", 0, &agg(1));
+        assert_eq!(
+            views.rows(Granularity::Hour, "m", 0, 1).unwrap()[0].samples,
+            1
+        );
     }
 
     #[test]

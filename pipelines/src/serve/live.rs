@@ -1,10 +1,13 @@
 //! `GET /api/v1/live?meter=`: the speed view's newest windows as Server-Sent Events.
 //!
-//! Per connection, a feed polls the speed store every [`POLL`] (skipping the read when the
-//! store's [`SpeedViews::version`](wattflow::serve::SpeedViews::version) has not moved) for
-//! each granularity's windows from the newest it has sent on, and sends those whose value
-//! changed as one `windows` event: `{"granularity": "minute", "rows": [...]}` with the rows in
-//! the views API's format. The first poll sends the newest window of each granularity. Batch
+//! Per connection, a feed reads the speed store for each granularity's windows from the newest
+//! it has sent on, and sends those whose value changed as one `windows` event:
+//! `{"granularity": "minute", "rows": [...]}` with the rows in the views API's format. A store
+//! that counts its changes ([`SpeedViews::version`], e.g. the in-process
+//! [`MemoryViews`](wattflow::serve::MemoryViews)) wakes the feed as soon as it changes
+//! ([`SpeedViews::wait_for_change`]; the feed then lets [`SETTLE`] pass so that the changes of
+//! one batch go out as one event), so a new window reaches the page within milliseconds;
+//! a store that cannot tell (Cassandra) is read every [`POLL`]. The first poll sends the newest window of each granularity. Batch
 //! rows never change once written, so the feed reads the speed side alone. It ends when the
 //! client goes or the server stops.
 
@@ -20,10 +23,13 @@ use wattflow::model::Granularity;
 
 use super::render::answer_json;
 use super::{blocking, parameters, pick_meter, ApiError, Shared};
-use wattflow::serve::{Answer, Freshness, ViewRow};
+use wattflow::serve::{Answer, Freshness, SpeedViews, ViewRow};
 
-/// How often a feed looks at the speed store.
+/// How often a feed looks at a speed store that cannot say when it changed, and the longest a
+/// feed waits for one that can.
 pub const POLL: Duration = Duration::from_millis(250);
+/// How long a feed lets a store that has just changed go on changing before it reads it.
+pub const SETTLE: Duration = Duration::from_millis(5);
 
 /// What one feed has sent: per granularity, `window_start → (samples, covered_seconds)`.
 struct Feed {
@@ -162,10 +168,23 @@ pub(super) async fn live(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQu
                     return Some((Ok(Event::default().event("error").data(text)), feed));
                 }
             }
+            // Nothing new: wait for the store to change (or poll one that cannot tell).
             let mut stopping = feed.stopping.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(POLL) => {}
-                _ = stopping.changed() => {}
+            let speed: Arc<dyn SpeedViews> = Arc::clone(feed.shared.views.speed());
+            let seen = feed.version.unwrap_or(0);
+            if seen == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stopping.changed() => {}
+                }
+            } else {
+                let wait = tokio::task::spawn_blocking(move || speed.wait_for_change(seen, POLL));
+                tokio::select! {
+                    now = wait => if now.is_ok_and(|v| v != seen) {
+                        tokio::time::sleep(SETTLE).await;
+                    },
+                    _ = stopping.changed() => {}
+                }
             }
         }
     });

@@ -29,8 +29,27 @@ const state = {
   meters: [], meter: null, timezone: "naive", preset: "day",
   from: null, to: null, granularity: "minute", rows: [], live: null, lastLive: null,
   loading: 0, insights: null,
+  // What the page last did and how long it took (ms), for people and benchmarks: `load` is
+  // {rows, fetch, draw}; `shown` is {at, newest} after a live update was drawn: when (views
+  // time) and the end of the newest reading on the page.
+  timings: { load: null, shown: null },
 };
 window.wattflow = state; // for people (and tests) reading the page's data
+
+// The clock in the views' time basis: naive views are the wall clock written as UTC.
+function viewsNow() {
+  return state.timezone === "naive" ? Date.now() - new Date().getTimezoneOffset() * 60e3 : Date.now();
+}
+
+// End of the newest reading the page shows (views ms).
+function newestShown() {
+  let end = -Infinity;
+  for (let k = state.rows.length - 1; k >= 0 && k >= state.rows.length - 3; k--) {
+    const r = state.rows[k];
+    end = Math.max(end, Math.min(r.window_start_ms + r.covered_seconds * 1e3, r.window_start_ms + LEN[state.granularity]));
+  }
+  return end;
+}
 
 // ---- time -------------------------------------------------------------------------------
 
@@ -127,13 +146,16 @@ async function load() {
   const ticket = ++state.loading;
   $("status").textContent = "loading…";
   try {
+    const t0 = performance.now();
     const answer = await getJSON(`/api/v1/views/${state.granularity}?${query()}`);
     if (ticket !== state.loading) return;
+    const t1 = performance.now();
     state.rows = answer.rows;
     state.freshness = answer.freshness;
     message("");
     drawCharts();
     showStatus();
+    state.timings.load = { rows: state.rows.length, fetch: t1 - t0, draw: performance.now() - t1 };
   } catch (e) {
     if (ticket === state.loading) { message(e.message); state.rows = []; drawCharts(); }
   }
@@ -356,6 +378,10 @@ function drawProfile(i) {
   const W = Math.max(div.clientWidth, 300), H = 200, L = 56, R = 10, T = 8, B = 24;
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, height: H, "data-panel": "typical-day" }, div);
   const lines = [["all days", i.typical_day, "#1f6feb"], ["weekdays", i.typical_weekday, "#f79009"], ["weekends", i.typical_weekend, "#12b76a"]];
+  const legend = document.createElement("div");
+  legend.className = "legend";
+  legend.innerHTML = lines.map(([name, , color]) => `<span><i style="background:${color}"></i>${name}</span>`).join("");
+  div.insertBefore(legend, svg);
   const hi = Math.max(1, ...lines.flatMap((l) => l[1].filter((v) => v !== null)));
   const x = (h) => L + h / 24 * (W - L - R), y = (v) => T + (1 - v / (hi * 1.08)) * (H - T - B);
   const axis = el("g", { class: "axis" }, svg), grid = el("g", { class: "grid" }, svg);
@@ -400,7 +426,13 @@ function follow() {
     while (state.rows.length && state.rows[0].window_start_ms < state.from) state.rows.shift();
     if (!pending) {
       pending = true;
-      requestAnimationFrame(() => { pending = false; drawCharts(); showStatus(); });
+      requestAnimationFrame(() => {
+        pending = false;
+        drawCharts();
+        showStatus();
+        state.timings.shown = { at: viewsNow(), newest: newestShown() };
+        if (typeof window.wattflowShown === "function") window.wattflowShown(state.timings.shown);
+      });
     }
   });
 }
@@ -408,17 +440,23 @@ function follow() {
 // ---- start ------------------------------------------------------------------------------
 
 async function start() {
-  try {
-    const m = await getJSON("/api/v1/meters");
-    state.meters = m.meters;
-    state.timezone = m.timezone || "naive";
-  } catch (e) {
-    message(e.message);
-    return;
+  // Until the views hold a meter (a pipeline just started), ask again every two seconds.
+  for (;;) {
+    try {
+      const m = await getJSON("/api/v1/meters");
+      state.meters = m.meters;
+      state.timezone = m.timezone || "naive";
+      if (state.meters.length) break;
+      message("The views hold no meter yet: waiting for the first readings…");
+      $("status").textContent = "no data";
+    } catch (e) {
+      message(e.message);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
   }
+  message("");
   const select = $("meter");
   select.innerHTML = state.meters.map((m) => `<option>${m.meter}</option>`).join("");
-  if (!state.meters.length) { message("The views hold no meter yet."); $("status").textContent = "no data"; return; }
   state.meter = state.meters[0].meter;
   select.addEventListener("change", () => { state.meter = select.value; applyPreset(state.preset === "custom" ? "day" : state.preset); load(); follow(); });
   for (const b of document.querySelectorAll("#presets button")) {

@@ -1,0 +1,54 @@
+// W5's dashboard figure: how long the page takes to fetch and draw a year of hourly points and
+// a day of minute points (METER's windows from FROM_YEAR to a year later, and the first day of
+// that range), and the cost of one redraw and of one hover over the year. Prints JSON.
+// Usage: node bench_render.mjs URL METER YEAR_START DAY_START [REPEATS]
+import { chromium } from "playwright-core";
+
+const [url, meter, yearStart, dayStart, repeats = "5"] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.WATTFLOW_CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(url);
+  await page.waitForFunction(() => window.wattflow && window.wattflow.timings.load, null, { timeout: 30000 });
+  const out = { errors };
+  for (const [name, granularity, from, days] of [["year_of_hours", "hour", yearStart, 365], ["day_of_minutes", "minute", dayStart, 1]]) {
+    const runs = [];
+    for (let k = 0; k < Number(repeats); k++) {
+      const t = await page.evaluate(async ([meter, granularity, from, days]) => {
+        const s = window.wattflow;
+        s.meter = meter;
+        document.getElementById("granularity").value = granularity;
+        s.preset = "custom";
+        const a = Date.parse(from + "T00:00:00Z");
+        s.timings.load = null;
+        setRange(a, a + days * 86400e3);
+        const t0 = performance.now();
+        await load();
+        // Until the browser has laid out and painted the new charts.
+        await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+        const total = performance.now() - t0;
+        const redraw0 = performance.now();
+        drawCharts();
+        const redraw = performance.now() - redraw0;
+        const svg = document.querySelector("#chart-active-power svg");
+        const box = svg.getBoundingClientRect();
+        const hover0 = performance.now();
+        for (let i = 0; i < 100; i++) {
+          svg.dispatchEvent(new MouseEvent("mousemove", { clientX: box.left + box.width * (i + 0.5) / 100, clientY: box.top + box.height / 2, bubbles: true }));
+        }
+        const hover = (performance.now() - hover0) / 100;
+        return { rows: s.rows.length, fetch_ms: s.timings.load.fetch, draw_ms: s.timings.load.draw, total_ms: total, redraw_ms: redraw, hover_ms: hover };
+      }, [meter, granularity, from, days]);
+      runs.push(t);
+    }
+    out[name] = runs;
+  }
+  console.log(JSON.stringify(out));
+} finally {
+  await browser.close();
+}
