@@ -230,9 +230,12 @@ impl Views {
     }
 
     /// A meter's extent over both views: its first and last day windows and the end of the
-    /// time its newest day row covers; `None` when neither view has a row of it. The speed
+    /// time its newest readings cover; `None` when neither view has a row of it. The speed
     /// side is asked from the batch mark on (or for the last ten years without batch files)
-    /// up to two days past the clock.
+    /// up to two days past the clock. A speed view may hold a window's coarser rows back
+    /// longer than its finer ones (the Cassandra sink writes a day row at most once a minute,
+    /// an hour row every 10 s), so the newest reading is taken from the speed view's newest
+    /// hour and minute rows too, and a meter with hour rows but no day row yet has an extent.
     pub fn extent(&self, meter: &str) -> Result<Option<Extent>, ServeError> {
         let day = Granularity::Day;
         let sealed = self.batch.sealed_through(day, meter)?;
@@ -244,14 +247,31 @@ impl Views {
         let from = sealed.unwrap_or(now.saturating_sub(3653 * 86_400_000));
         let to = now.max(from).saturating_add(2 * 86_400_000);
         days.extend(self.speed.rows(day, meter, from, to)?);
-        let (Some(first), Some(last)) = (days.first(), days.last()) else {
+        let mut first = days.first().map(|d| d.window_start);
+        let mut last = days.last().map(|d| d.window_start);
+        let mut newest = days.last().map(|d| self.covered_until(day, d));
+        // Finer speed rows from the newest day (or hour) on.
+        let mut after = last.map_or(from, |l| l.max(from));
+        for g in [Granularity::Hour, Granularity::Minute] {
+            let Some(row) = self.speed.rows(g, meter, after, to)?.pop() else {
+                continue;
+            };
+            let start = self.calendar.day_start(row.window_start);
+            first.get_or_insert(start);
+            last = last.max(Some(start));
+            newest = newest.max(Some(self.covered_until(g, &row)));
+            after = row.window_start;
+        }
+        let (Some(first_day_ms), Some(last_day_ms), Some(newest_reading_ms)) =
+            (first, last, newest)
+        else {
             return Ok(None);
         };
         Ok(Some(Extent {
             meter: meter.to_owned(),
-            first_day_ms: first.window_start,
-            last_day_ms: last.window_start,
-            newest_reading_ms: self.covered_until(day, last),
+            first_day_ms,
+            last_day_ms,
+            newest_reading_ms,
         }))
     }
 

@@ -524,7 +524,7 @@ fn one_scenario(
         &tag,
         args.households,
         args.seconds,
-        |second| {
+        |second, _| {
             if second == args.fault_at {
                 began = Some(Instant::now());
                 injector.begin(&args.brokers, &tag)?;

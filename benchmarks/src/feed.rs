@@ -39,15 +39,15 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Publishes households `1..=households` (the generator's meters, no missing minutes) to
-/// `topic`, one reading each a second, in real time, for `seconds`; `each_second(s)` runs at
-/// the start of second `s`, before its readings. Returns the readings produced (all
+/// `topic`, one reading each a second, in real time, for `seconds`; `each_second(s, ts)` runs
+/// at the start of second `s`, before its readings (whose timestamp is `ts`, ms). Returns the readings produced (all
 /// acknowledged) and the timestamp of the first second, ms.
 pub fn produce_in_real_time(
     brokers: &str,
     topic: &str,
     households: u32,
     seconds: u32,
-    mut each_second: impl FnMut(u32) -> Result<()>,
+    mut each_second: impl FnMut(u32, i64) -> Result<()>,
 ) -> Result<(u64, i64)> {
     let generator = generator(households);
     let mut producer = ReadingProducer::new(brokers, topic)?;
@@ -59,8 +59,8 @@ pub fn produce_in_real_time(
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             thread::sleep(wait);
         }
-        each_second(second)?;
         let ts = first + i64::from(second) * 1000;
+        each_second(second, ts)?;
         for h in 1..=households {
             ensure!(
                 producer.send(&generator.reading(h, ts, 1)),

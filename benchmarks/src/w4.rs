@@ -167,7 +167,7 @@ fn one_run(args: &W4Args, bin: &Path, input: &Path, work: &Path, run: usize) -> 
         &tag,
         args.households,
         args.live_seconds,
-        |_| Ok(()),
+        |_, _| Ok(()),
     )?;
     let measured = child.join().expect("pipeline thread")?;
     done.store(true, Ordering::Relaxed);

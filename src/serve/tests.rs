@@ -147,3 +147,43 @@ fn without_batch_files_every_row_comes_from_the_speed_view_with_its_freshness() 
         ["m"]
     );
 }
+
+#[test]
+fn an_extent_takes_the_newest_reading_from_finer_speed_rows_than_the_day_row() {
+    let speed = Arc::new(MemoryViews::new());
+    let reading = |ts: i64| Reading {
+        meter: MeterId::new("m").unwrap(),
+        ts,
+        interval_s: 1,
+        values: [1000, 100, 230_000, 4000, 0, 0, 0],
+        origin: Origin::default(),
+    };
+    let fold = |from: i64, seconds: i64| {
+        let mut agg = Aggregate::EMPTY;
+        for s in 0..seconds {
+            agg.add(&reading(from + s * 1000));
+        }
+        agg
+    };
+    let now = crate::time::Calendar::Naive.now_ms();
+    let minute = now - now.rem_euclid(60_000) - 120_000;
+    let hour = minute - minute.rem_euclid(3_600_000);
+    let day = minute - minute.rem_euclid(86_400_000);
+    let views = Views::new("/nonexistent", speed.clone());
+    // Only an hour row so far (a Cassandra sink holds day rows up to a minute): the meter is
+    // known, with the hour row's end as its newest reading.
+    speed.upsert(Granularity::Hour, "m", hour, &fold(hour, 10));
+    let e = views
+        .extent("m")
+        .unwrap()
+        .expect("a meter with an hour row");
+    assert_eq!((e.first_day_ms, e.last_day_ms), (day, day));
+    assert_eq!(e.newest_reading_ms, hour + 10_000);
+    // A stale day row and a newer minute row: the minute row says how far the readings go.
+    speed.upsert(Granularity::Day, "m", day, &fold(day, 5));
+    speed.upsert(Granularity::Minute, "m", minute, &fold(minute, 42));
+    let e = views.extent("m").unwrap().unwrap();
+    assert_eq!(e.newest_reading_ms, minute + 42_000);
+    assert_eq!(e.last_day_ms, day);
+    assert!(views.extent("nobody").unwrap().is_none());
+}

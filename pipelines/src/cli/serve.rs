@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use wattflow::serve::insights::{Prices, Tariff};
 use wattflow::serve::{NoSpeedViews, SpeedViews, Views, DEFAULT_MAX_ROWS};
-use wattflow::sink::cassandra::{connect, CassandraSinkConfig};
+use wattflow::sink::cassandra::{connect_existing, CassandraSinkConfig};
 use wattflow::time::Calendar;
 
 use super::stop_flag;
@@ -45,8 +45,14 @@ impl ViewsArgs {
                 let mut config = CassandraSinkConfig::new(contact);
                 config.keyspace = self.keyspace.clone();
                 config.calendar = calendar.clone();
-                let views = connect(&config)
-                    .with_context(|| format!("connecting to Cassandra at {contact}"))?;
+                // Read-only: the pipeline creates the keyspace and tables, serve changes nothing.
+                let views = connect_existing(&config).with_context(|| {
+                    format!(
+                        "connecting to the speed views in Cassandra at {contact}, keyspace {} \
+                         (a pipeline creates them: run it first)",
+                        self.keyspace
+                    )
+                })?;
                 Arc::new(wattflow::serve::CassandraSpeedViews::new(Arc::new(views)))
             }
             None => Arc::new(NoSpeedViews),

@@ -530,7 +530,12 @@ pub fn router(
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(tower_http::compression::CompressionLayer::new())
+        // The fastest level: a year of hours (9 MB of JSON) takes 120 ms at the default
+        // level and about a third of that here, for a 10 % larger answer.
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .quality(tower_http::CompressionLevel::Fastest),
+        )
         .with_state(shared)
 }
 

@@ -125,6 +125,20 @@ where
 /// `schema_timeout` per schema statement). A cluster that does not answer gives
 /// [`CassandraError::Unreachable`] with the addresses tried.
 pub fn connect(config: &CassandraSinkConfig) -> Result<CassandraViews, CassandraError> {
+    connect_with(config, true)
+}
+
+/// Connects to speed views a pipeline made, changing nothing: [`connect`] without creating
+/// the keyspace or the tables (a reader such as `wattflow serve`). Views that do not exist
+/// yet give [`CassandraError::Prepare`] naming the table.
+pub fn connect_existing(config: &CassandraSinkConfig) -> Result<CassandraViews, CassandraError> {
+    connect_with(config, false)
+}
+
+fn connect_with(
+    config: &CassandraSinkConfig,
+    create_schema: bool,
+) -> Result<CassandraViews, CassandraError> {
     config.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.runtime_threads)
@@ -135,7 +149,7 @@ pub fn connect(config: &CassandraSinkConfig) -> Result<CassandraViews, Cassandra
     let handle = runtime.handle().clone();
     let cfg = config.clone();
     let started = Instant::now();
-    let shared = run_on(&handle, async move { open(&cfg).await })??;
+    let shared = run_on(&handle, async move { open(&cfg, create_schema).await })??;
     tracing::info!(
         contact_points = %config.contact_points.join(", "),
         keyspace = %config.keyspace,
@@ -174,7 +188,10 @@ fn address_translator(
     Ok(rules)
 }
 
-pub(super) async fn open(config: &CassandraSinkConfig) -> Result<Shared, CassandraError> {
+pub(super) async fn open(
+    config: &CassandraSinkConfig,
+    create_schema: bool,
+) -> Result<Shared, CassandraError> {
     let address = config.contact_points.join(", ");
     let unreachable = |source: Option<DriverError>| CassandraError::Unreachable {
         address: address.clone(),
@@ -208,6 +225,9 @@ pub(super) async fn open(config: &CassandraSinkConfig) -> Result<Shared, Cassand
     let ks = &config.keyspace;
     let mut schema = vec![keyspace_cql(ks, &config.replication)];
     schema.extend(Granularity::ALL.map(|g| table_cql(ks, g)));
+    if !create_schema {
+        schema.clear();
+    }
     for cql in schema {
         let mut statement = Statement::new(cql.clone());
         statement.set_request_timeout(Some(config.schema_timeout));
@@ -362,14 +382,28 @@ pub fn read_view(
     })?
 }
 
-/// The meters that have rows in the day view (`SELECT DISTINCT meter, bucket`: one entry per
-/// meter and year), sorted and without repeats.
+/// The meters that have rows in the day or the hour view (`SELECT DISTINCT meter, bucket`:
+/// one entry per meter and year, and per meter and month), sorted and without repeats. The
+/// hour view is asked too because the sink holds a day row up to
+/// [`CassandraSinkConfig::day_delay`] (a minute): a meter that has just started is in the
+/// hour view first.
 pub fn list_meters(views: &CassandraViews) -> Result<Vec<String>, CassandraError> {
+    let mut meters = std::collections::BTreeSet::new();
+    for g in [Granularity::Day, Granularity::Hour] {
+        meters.extend(distinct_meters(views, g)?);
+    }
+    Ok(meters.into_iter().collect())
+}
+
+fn distinct_meters(
+    views: &CassandraViews,
+    granularity: Granularity,
+) -> Result<std::collections::BTreeSet<String>, CassandraError> {
     let shared = Arc::clone(&views.shared);
     let mut statement = Statement::new(format!(
         "SELECT DISTINCT meter, bucket FROM {}.{}",
         views.config.keyspace,
-        super::table_of(Granularity::Day)
+        super::table_of(granularity)
     ));
     statement.set_page_size(5000);
     statement.set_request_timeout(Some(views.config.schema_timeout));
@@ -397,7 +431,7 @@ pub fn list_meters(views: &CassandraViews) -> Result<Vec<String>, CassandraError
                 PagingStateResponse::NoMorePages => break,
             }
         }
-        Ok(meters.into_iter().collect())
+        Ok(meters)
     })?
 }
 

@@ -519,6 +519,39 @@ fn schema_creation_is_idempotent() {
 }
 
 #[test]
+fn a_reader_changes_nothing_and_finds_meters_in_the_hour_view_before_the_day_view() {
+    let Some(config) = real_cassandra("a_reader_changes_nothing") else {
+        return;
+    };
+    let _node = shared_node();
+    // Nothing made the keyspace yet: a reader says so instead of creating it.
+    let err = connect_existing(&config).expect_err("no keyspace yet");
+    assert!(
+        matches!(err, CassandraError::Prepare { .. }),
+        "a missing view must be named: {err}"
+    );
+    let writer = Arc::new(connect(&config).expect("connect"));
+    let _cleanup = DropKeyspace(Arc::clone(&writer));
+    let reader = connect_existing(&config).expect("the views exist now");
+    assert_eq!(list_meters(&reader).unwrap(), Vec::<String>::new());
+    writer
+        .execute(&format!(
+            "INSERT INTO {}.hour_view (meter, bucket, window_start, samples, covered_seconds) \
+             VALUES ('early', 202612, '2026-12-07 10:00:00+0000', 1, 1)",
+            config.keyspace
+        ))
+        .unwrap();
+    writer
+        .execute(&format!(
+            "INSERT INTO {}.day_view (meter, bucket, window_start, samples, covered_seconds) \
+             VALUES ('settled', 2026, '2026-12-07 00:00:00+0000', 1, 1)",
+            config.keyspace
+        ))
+        .unwrap();
+    assert_eq!(list_meters(&reader).unwrap(), ["early", "settled"]);
+}
+
+#[test]
 fn graph_writes_exactly_the_final_values() {
     let Some(config) = real_cassandra("graph_writes_exactly_the_final_values") else {
         return;

@@ -9,8 +9,8 @@ const SPAN = { hour: 3600e3, day: 86400e3, week: 7 * 86400e3, month: 30 * 86400e
 
 const PANELS = [
   { id: "active-power", title: "Active power", unit: "kW", series: [
-    { name: "average", col: "global_active_power_avg", color: "#1f6feb" },
-    { name: "maximum", col: "global_active_power_max", color: "#d92d20" } ] },
+    { name: "maximum", col: "global_active_power_max", color: "#d92d20" },
+    { name: "average", col: "global_active_power_avg", color: "#1f6feb" } ] },
   { id: "voltage", title: "Voltage", unit: "V", series: [
     { name: "maximum", col: "voltage_max", color: "#d92d20" },
     { name: "average", col: "voltage_avg", color: "#1f6feb" },
@@ -82,11 +82,40 @@ function fromWall(text) {
   return n - offset;
 }
 
-function label(ms, span) {
-  const w = wall(ms);
-  if (span <= 2 * 86400e3) return w.slice(11, 16);
-  if (span <= 62 * 86400e3) return w.slice(5, 10) + " " + w.slice(11, 16);
-  return w.slice(0, 10);
+// Time-axis ticks on round wall-clock instants, at most `max` of them: minutes to weeks
+// (weeks from Mondays), then calendar months and years. Returns [{t, text}].
+const STEPS = [60e3, 5 * 60e3, 15 * 60e3, 30 * 60e3, 3600e3, 3 * 3600e3, 6 * 3600e3, 12 * 3600e3,
+  86400e3, 2 * 86400e3, 7 * 86400e3];
+function timeTicks(x0, x1, max) {
+  const span = x1 - x0;
+  // Views ms to wall-clock ms (the same for naive views; the zone's offset at x0 otherwise).
+  const offset = state.timezone === "naive" ? 0 : parseWall(wall(x0, true)) - x0;
+  const step = STEPS.find((st) => span / st <= max);
+  const out = [];
+  if (step) {
+    const monday = step === 7 * 86400e3 ? 4 * 86400e3 : 0; // 1970-01-01 was a Thursday
+    for (let w = Math.ceil((x0 + offset - monday) / step) * step + monday; w - offset <= x1; w += step) {
+      const text = new Date(w).toISOString();
+      const midnight = text.slice(11, 16) === "00:00";
+      out.push({ t: w - offset, text: step >= 86400e3 || midnight ? text.slice(5, 10) : text.slice(11, 16) });
+    }
+    return out;
+  }
+  const months = [1, 2, 3, 6, 12, 24, 60, 120].find((k) => span / (k * 30.44 * 86400e3) <= max) || 240;
+  const d = new Date(x0 + offset);
+  let y = d.getUTCFullYear(), m = d.getUTCMonth() + 1; // the first month start after x0
+  if (m === 12) { y++; m = 0; }
+  while ((y * 12 + m) % months) { m++; if (m === 12) { y++; m = 0; } }
+  for (;;) {
+    const w = Date.UTC(y, m, 1);
+    if (w - offset > x1) break;
+    const text = new Date(w).toISOString();
+    out.push({ t: w - offset, text: months >= 12 ? text.slice(0, 4) : text.slice(0, 7) });
+    m += months;
+    y += Math.floor(m / 12);
+    m %= 12;
+  }
+  return out;
 }
 
 function autoGranularity(span) {
@@ -274,9 +303,11 @@ function drawChart(panel) {
     el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, axis).textContent = +v.toFixed(3);
   }
   const span = x1 - x0;
-  for (let i = 0; i <= 6; i++) {
-    const t = x0 + span * i / 6;
-    el("text", { x: x(t), y: H - 8, "text-anchor": i === 0 ? "start" : i === 6 ? "end" : "middle" }, axis).textContent = label(t, span);
+  for (const tick of timeTicks(x0, x1, Math.max(2, Math.floor((W - L - R) / 80)))) {
+    const px = x(tick.t);
+    el("line", { x1: px, x2: px, y1: T, y2: H - B }, grid);
+    const anchor = px - L < 24 ? "start" : W - R - px < 24 ? "end" : "middle";
+    el("text", { x: px, y: H - 8, "text-anchor": anchor }, axis).textContent = tick.text;
   }
   for (const s of panel.series) {
     const values = rows.map((r) => r[s.col]).filter((v) => v !== null && v !== undefined);
