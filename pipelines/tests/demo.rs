@@ -57,11 +57,14 @@ fn live_readings(seed: u64, from: &BTreeMap<u32, i64>, until: i64) -> Vec<Readin
     out
 }
 
-fn write_history(config: GeneratorConfig, path: &Path) {
-    let file = std::fs::File::create(path).unwrap();
+/// Writes the history of `config` as `<dir>/history.txt`.
+fn write_history(config: GeneratorConfig, dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("history.txt");
+    let file = std::fs::File::create(&path).unwrap();
     Generator::new(config)
         .write_uci(std::io::BufWriter::new(file))
         .unwrap();
+    path
 }
 
 /// Every window of every granularity in the Parquet views under `out` equals the aggregation
@@ -158,8 +161,7 @@ fn history_then_sensors_count_every_reading_once_for_one_and_two_workers() {
         seed: 7,
         missing_rate: 0.02,
     };
-    let history = dir.path().join("history.txt");
-    write_history(config, &history);
+    let history = write_history(config, dir.path());
     let past = history_readings(config);
     let end = config.start_ms + 2 * DAY_MS;
     // Each meter switches at the end of its last history reading.
@@ -220,8 +222,7 @@ fn a_fixed_switch_inside_the_history_leaves_the_rest_to_the_sensors() {
         seed: 11,
         missing_rate: 0.0,
     };
-    let history = dir.path().join("history.txt");
-    write_history(config, &history);
+    let history = write_history(config, dir.path());
     let at = ms("2026-03-02T18:30:00");
     let until = ms("2026-03-02T19:05:00");
     let past: Vec<Reading> = history_readings(config)

@@ -3,6 +3,17 @@ use std::sync::Arc;
 use super::*;
 use crate::model::{Aggregate, MeterId, Origin, Reading};
 
+/// A one-second reading of meter `m` at `ts`.
+fn reading(ts: i64) -> Reading {
+    Reading {
+        meter: MeterId::new("m").unwrap(),
+        ts,
+        interval_s: 1,
+        values: [1000, 100, 230_000, 4000, 0, 0, 0],
+        origin: Origin::default(),
+    }
+}
+
 fn ms(text: &str) -> i64 {
     time::parse_iso(text).unwrap()
 }
@@ -112,13 +123,6 @@ fn ranges_are_checked_before_anything_is_read() {
 #[test]
 fn without_batch_files_every_row_comes_from_the_speed_view_with_its_freshness() {
     let speed = Arc::new(MemoryViews::new());
-    let reading = |ts: i64| Reading {
-        meter: MeterId::new("m").unwrap(),
-        ts,
-        interval_s: 1,
-        values: [1000, 100, 230_000, 4000, 0, 0, 0],
-        origin: Origin::default(),
-    };
     let start = ms("2026-12-01T10:00:00");
     let mut agg = Aggregate::EMPTY;
     for s in 0..30 {
@@ -151,13 +155,6 @@ fn without_batch_files_every_row_comes_from_the_speed_view_with_its_freshness() 
 #[test]
 fn an_extent_takes_the_newest_reading_from_finer_speed_rows_than_the_day_row() {
     let speed = Arc::new(MemoryViews::new());
-    let reading = |ts: i64| Reading {
-        meter: MeterId::new("m").unwrap(),
-        ts,
-        interval_s: 1,
-        values: [1000, 100, 230_000, 4000, 0, 0, 0],
-        origin: Origin::default(),
-    };
     let fold = |from: i64, seconds: i64| {
         let mut agg = Aggregate::EMPTY;
         for s in 0..seconds {

@@ -41,10 +41,13 @@ pub struct Latency {
     pub p99_ms: f64,
     /// Largest, ms.
     pub max_ms: f64,
+    /// Every sample, in the order they were taken, ms.
+    pub latencies_ms: Vec<f64>,
 }
 
 impl Latency {
-    fn of(what: &str, mut ms: Vec<f64>) -> Latency {
+    fn of(what: &str, raw: Vec<f64>) -> Latency {
+        let mut ms = raw.clone();
         ms.sort_by(f64::total_cmp);
         Latency {
             what: what.to_owned(),
@@ -52,6 +55,7 @@ impl Latency {
             p50_ms: super::percentile(&ms, 0.5),
             p99_ms: super::percentile(&ms, 0.99),
             max_ms: ms.last().copied().unwrap_or(f64::NAN),
+            latencies_ms: raw,
         }
     }
 }
@@ -240,11 +244,11 @@ fn read_events(
     stop: &AtomicBool,
     mut each: impl FnMut(&str, &str),
 ) -> Result<()> {
-    let mut conn = TcpStream::connect(addr)?;
-    conn.set_read_timeout(Some(Duration::from_millis(200)))?;
-    write!(
-        conn,
-        "GET {target} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n"
+    let mut conn = request(
+        addr,
+        target,
+        "Accept: text/event-stream",
+        Duration::from_millis(200),
     )?;
     let mut raw: Vec<u8> = Vec::new();
     let mut body: Vec<u8> = Vec::new();
@@ -478,13 +482,19 @@ pub fn kafka_latency(wattflow: &Path, work: &Path, setup: &KafkaSetup) -> Result
     Ok(Latency::of("Kafka → Cassandra → live feed (SSE)", ms))
 }
 
-fn http_get(addr: &str, target: &str) -> Result<Vec<u8>> {
+/// A connection that has sent `GET target` with one more header line.
+fn request(addr: &str, target: &str, header: &str, timeout: Duration) -> Result<TcpStream> {
     let mut conn = TcpStream::connect(addr)?;
-    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.set_read_timeout(Some(timeout))?;
     write!(
         conn,
-        "GET {target} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: bench\r\n{header}\r\n\r\n"
     )?;
+    Ok(conn)
+}
+
+fn http_get(addr: &str, target: &str) -> Result<Vec<u8>> {
+    let mut conn = request(addr, target, "Connection: close", Duration::from_secs(10))?;
     let mut raw = Vec::new();
     conn.read_to_end(&mut raw)?;
     Ok(raw)

@@ -3,17 +3,12 @@
 // update the page draws, the time it was drawn minus the end of the newest reading it shows
 // (both in the views' time, taken in the page). Prints {"latencies_ms": [...], "errors": [...]}.
 // Usage: node bench_live.mjs URL SECONDS
-import { chromium } from "playwright-core";
+import { launch, page as newPage } from "./launch.mjs";
 
 const [url, seconds = "60"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.WATTFLOW_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu"],
-});
+const browser = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
+  const { page, errors } = await newPage(browser);
   const latencies = [];
   let newest = -Infinity;
   await page.exposeFunction("wattflowShown", (shown) => {

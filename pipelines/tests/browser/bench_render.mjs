@@ -3,17 +3,12 @@
 // DAY_START), until its charts are painted and until its insights are shown, and the cost of
 // one redraw and of one hover. Prints JSON.
 // Usage: node bench_render.mjs URL METER YEAR_START DAY_START [REPEATS]
-import { chromium } from "playwright-core";
+import { launch, page as newPage } from "./launch.mjs";
 
 const [url, meter, yearStart, dayStart, repeats = "5"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.WATTFLOW_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu"],
-});
+const browser = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
+  const { page, errors } = await newPage(browser);
   await page.goto(url);
   await page.waitForFunction(() => window.wattflow && window.wattflow.timings.load, null, { timeout: 30000 });
   const out = { errors };

@@ -3,28 +3,21 @@
 // Prints one JSON object per line on stdout: {"step": "loaded", ...what the page shows},
 // then {"step": "ready"}; waits for a line "GO <window_start_ms>" on stdin (the test has just
 // added that speed-view row) and prints {"step": "live", ...} once the page shows it.
-import { chromium } from "playwright-core";
 import readline from "node:readline";
+import { dashboardDrawn, launch, page as newPage } from "./launch.mjs";
 
 const [url, shot] = process.argv.slice(2);
 const say = (o) => console.log(JSON.stringify(o));
 const lines = readline.createInterface({ input: process.stdin });
 const nextLine = () => new Promise((resolve) => lines.once("line", resolve));
 
-const browser = await chromium.launch({
-  executablePath: process.env.WATTFLOW_CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu"],
-});
+const browser = await launch();
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1900 } });
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  const { page, errors } = await newPage(browser, 1400, 1900, true);
   const requests = [];
   page.on("request", (r) => requests.push(r.url()));
   await page.goto(url);
-  await page.waitForFunction(() => window.wattflow && window.wattflow.rows.length > 0
-    && document.querySelector("#chart-active-power path.series") && window.wattflow.insights, null, { timeout: 30000 });
+  await dashboardDrawn(page, true);
   const shown = await page.evaluate(() => {
     const s = window.wattflow;
     const panels = {};

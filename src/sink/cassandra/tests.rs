@@ -534,20 +534,18 @@ fn a_reader_changes_nothing_and_finds_meters_in_the_hour_view_before_the_day_vie
     let _cleanup = DropKeyspace(Arc::clone(&writer));
     let reader = connect_existing(&config).expect("the views exist now");
     assert_eq!(list_meters(&reader).unwrap(), Vec::<String>::new());
-    writer
-        .execute(&format!(
-            "INSERT INTO {}.hour_view (meter, bucket, window_start, samples, covered_seconds) \
-             VALUES ('early', 202612, '2026-12-07 10:00:00+0000', 1, 1)",
-            config.keyspace
-        ))
-        .unwrap();
-    writer
-        .execute(&format!(
-            "INSERT INTO {}.day_view (meter, bucket, window_start, samples, covered_seconds) \
-             VALUES ('settled', 2026, '2026-12-07 00:00:00+0000', 1, 1)",
-            config.keyspace
-        ))
-        .unwrap();
+    for (table, meter, bucket, start) in [
+        ("hour_view", "early", 202612, "2026-12-07 10:00:00"),
+        ("day_view", "settled", 2026, "2026-12-07 00:00:00"),
+    ] {
+        writer
+            .execute(&format!(
+                "INSERT INTO {}.{table} (meter, bucket, window_start, samples, covered_seconds) \
+                 VALUES ('{meter}', {bucket}, '{start}+0000', 1, 1)",
+                config.keyspace
+            ))
+            .unwrap();
+    }
     assert_eq!(list_meters(&reader).unwrap(), ["early", "settled"]);
 }
 

@@ -23,6 +23,9 @@ const PANELS = [
     { name: "water heater + AC (3)", col: "sub_metering_3_sum", color: "#1f6feb" } ] },
   { id: "other-devices", title: "Other devices (unmetered)", unit: "Wh per window", series: [
     { name: "unmetered", col: "unmetered_wh", color: "#667085" } ] },
+  { id: "intensity", title: "Current", unit: "A", series: [
+    { name: "maximum", col: "global_intensity_max", color: "#d92d20" },
+    { name: "average", col: "global_intensity_avg", color: "#1f6feb" } ] },
 ];
 
 const state = {
@@ -420,7 +423,10 @@ function drawProfile(i) {
     el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v) }, grid);
     el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, axis).textContent = v;
   }
-  for (let h = 0; h <= 24; h += 3) el("text", { x: x(h), y: H - 6, "text-anchor": "middle" }, axis).textContent = pad(h) + ":00";
+  for (let h = 0; h <= 24; h += 3) {
+    const anchor = h === 0 ? "start" : h === 24 ? "end" : "middle";
+    el("text", { x: x(h), y: H - 6, "text-anchor": anchor }, axis).textContent = pad(h) + ":00";
+  }
   for (const [name, values, color] of lines) {
     let d = "";
     values.forEach((v, h) => { if (v !== null) d += `${d ? "L" : "M"}${x(h).toFixed(1)} ${y(v).toFixed(1)}L${x(h + 1).toFixed(1)} ${y(v).toFixed(1)}`; });
