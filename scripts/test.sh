@@ -22,6 +22,7 @@ command -v make >/dev/null 2>&1 || need_pkgs+=(make)
 command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
 command -v cmake >/dev/null 2>&1 || need_pkgs+=(cmake)
 command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3)
+command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
 command -v java >/dev/null 2>&1 || need_pkgs+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_pkgs+=(maven)
 [ -e /usr/include/openssl/ssl.h ] || need_pkgs+=(libssl-dev)
@@ -75,7 +76,35 @@ cargo test --workspace --release
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
-step "README command: the embedded demo"
+step "README's first command, as written: the demo starts, serves the dashboard, stops on SIGINT"
+# Run where the README runs it (the checkout), into its default folder ./wattflow-demo.
+rm -rf wattflow-demo
+mkdir -p target/test-artefacts
+demo_log=target/test-artefacts/demo.log
+cargo run --release -p wattflow-pipelines --bin wattflow -- demo >"$demo_log" 2>&1 &
+demo_pid=$!
+url=""
+for _ in $(seq 1 600); do
+  url=$(grep -o 'http://127\.0\.0\.1:[0-9]*/' "$demo_log" | head -n 1 || true)
+  [ -n "$url" ] && break
+  if ! kill -0 "$demo_pid" 2>/dev/null; then cat "$demo_log"; echo "the demo exited early" >&2; exit 1; fi
+  sleep 0.5
+done
+if [ -z "$url" ]; then cat "$demo_log"; kill "$demo_pid" 2>/dev/null || true; echo "the demo printed no address" >&2; exit 1; fi
+curl -fsS "$url" | grep -q '<title>wattflow</title>'
+curl -fsS "${url}api/v1/meters" | grep -q '"household-3"'
+# The page in a real browser draws the demo's live data.
+node pipelines/tests/browser/screenshot.mjs "$url" target/test-artefacts/demo.png 1400 1800
+kill -INT "$demo_pid"
+demo_rc=0
+wait "$demo_pid" || demo_rc=$?
+cat "$demo_log"
+if [ "$demo_rc" != 0 ]; then echo "the demo exited with $demo_rc after SIGINT" >&2; exit 1; fi
+for g in minute hour day; do test -s "wattflow-demo/$g/_manifest.json"; done
+grep -q '^stopped after' "$demo_log"
+rm -rf wattflow-demo
+
+step "README command: the history replay on the embedded default"
 demo_out=$(mktemp -d)
 cargo run --release --quiet -p wattflow-pipelines --bin wattflow -- replay --out "$demo_out" --quiet
 test -f "$demo_out/hour/_manifest.json"

@@ -419,6 +419,9 @@ pub fn kafka_latency(wattflow: &Path, work: &Path, setup: &KafkaSetup) -> Result
         let addr = addr.clone();
         std::thread::spawn(move || {
             let mut newest = i64::MIN;
+            // The first minute event is the window as it stood when the feed began, not an
+            // update: it only sets where the updates start.
+            let mut first = true;
             read_events(
                 &addr,
                 &format!("/api/v1/live?meter={meter}"),
@@ -447,10 +450,14 @@ pub fn kafka_latency(wattflow: &Path, work: &Path, setup: &KafkaSetup) -> Result
                             continue;
                         }
                         newest = ts;
+                        if first {
+                            continue;
+                        }
                         if let Some(at) = produced.lock().unwrap().get(&ts) {
                             latencies.lock().unwrap().push((arrived - at) as f64);
                         }
                     }
+                    first = false;
                 },
             )
         })
