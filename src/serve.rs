@@ -85,6 +85,7 @@ pub enum ServeError {
 
 /// A query that cannot be answered as asked, or a view that could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum QueryError {
     /// `from` is not before `to`, or one of them is outside the years 1–9999.
     #[error("the range [{from_ms}, {to_ms}) is empty or outside the years 1-9999")]
@@ -104,6 +105,9 @@ pub enum QueryError {
         /// [`Views::max_rows`].
         cap: usize,
     },
+    /// A projection named a column the views do not have.
+    #[error("no column {0} in the views (see serve::value_columns)")]
+    UnknownColumn(String),
     /// A view could not be read.
     #[error(transparent)]
     View(#[from] ServeError),
@@ -311,12 +315,36 @@ impl Views {
 
     /// Answers a query by the merge rule (module docs).
     pub fn query(&self, q: &Query) -> Result<Answer, QueryError> {
+        self.answer(q, None)
+    }
+
+    /// [`Views::query`] for a reader that needs only some value `columns` of the rows (names
+    /// of [`value_columns`]): the batch side decodes only those (see
+    /// [`BatchViews::rows_projected`]), so a scan of many rows costs a fraction. Other values
+    /// may be `NaN`; speed rows are whole.
+    pub fn query_columns(&self, q: &Query, columns: &[&str]) -> Result<Answer, QueryError> {
+        if let Some(unknown) = columns
+            .iter()
+            .find(|c| !value_columns().iter().any(|v| v == *c))
+        {
+            return Err(QueryError::UnknownColumn((*unknown).to_owned()));
+        }
+        self.answer(q, Some(columns))
+    }
+
+    fn answer(&self, q: &Query, projection: Option<&[&str]>) -> Result<Answer, QueryError> {
         self.check(q)?;
         let sealed = self.batch.sealed_through(q.granularity, &q.meter)?;
         let mark = sealed.unwrap_or(i64::MIN);
         let mut rows = if mark > q.from_ms {
-            self.batch
-                .rows(q.granularity, &q.meter, q.from_ms, mark.min(q.to_ms))?
+            let to = mark.min(q.to_ms);
+            match projection {
+                None => self.batch.rows(q.granularity, &q.meter, q.from_ms, to)?,
+                Some(columns) => {
+                    self.batch
+                        .rows_projected(q.granularity, &q.meter, q.from_ms, to, columns)?
+                }
+            }
         } else {
             Vec::new()
         };

@@ -299,6 +299,57 @@ fn the_embedded_store_merges_the_same_way_and_batch_alone_stops_at_the_mark() {
 // HTTP
 // ---------------------------------------------------------------------------------------------
 
+#[test]
+fn a_projected_query_reads_the_asked_columns_of_the_same_rows() {
+    let Some(file) = common::data_file("uci_first_30_days.txt") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    replay(&file, dir.path());
+    let q = Query {
+        meter: METER.into(),
+        granularity: Granularity::Minute,
+        from_ms: ms("2006-12-20T00:00:00"),
+        to_ms: ms("2007-01-10T00:00:00"),
+    };
+    let columns = [
+        "global_active_power_avg",
+        "sub_metering_3_sum",
+        "unmetered_wh",
+    ];
+    // Each on fresh views: the full query would otherwise leave its rows in the cache.
+    let fresh = || Views::new(dir.path(), Arc::new(NoSpeedViews));
+    let projected = fresh().query_columns(&q, &columns).unwrap();
+    let full = fresh().query(&q).unwrap();
+    assert_eq!(projected.rows.len(), full.rows.len());
+    assert!(full.rows.len() > 20_000, "{} rows", full.rows.len());
+    // The same freshness, but for its age (taken at each answer).
+    let without_age = |f: &wattflow::serve::Freshness| wattflow::serve::Freshness {
+        age_ms: None,
+        ..f.clone()
+    };
+    assert_eq!(without_age(&projected.freshness), without_age(&full.freshness));
+    for (p, f) in projected.rows.iter().zip(&full.rows) {
+        assert_eq!(
+            (p.window_start, p.samples, p.covered_seconds, p.source),
+            (f.window_start, f.samples, f.covered_seconds, f.source)
+        );
+        for c in columns {
+            assert_eq!(p.value(c), f.value(c), "{c} at {}", p.window_start);
+        }
+        // What was not asked for was not decoded.
+        assert!(p.value("voltage_avg").unwrap().is_nan());
+        assert_eq!(p.power_factor_avg, None);
+    }
+    // A cached full read serves a projection too (with every value).
+    let views = fresh();
+    views.query(&q).unwrap();
+    let again = views.query_columns(&q, &columns).unwrap();
+    assert_eq!(again.rows, full.rows);
+    let err = views.query_columns(&q, &["voltage_average"]).unwrap_err();
+    assert!(err.to_string().contains("voltage_average"), "{err}");
+}
+
 /// The 30-day slice's views, served without a speed view.
 fn served_slice() -> Option<(tempfile::TempDir, Server)> {
     let file = common::data_file("uci_first_30_days.txt")?;

@@ -13,6 +13,11 @@
 //! kept (up to [`DEFAULT_CACHE_ROWS`] rows in all, oldest dropped first, re-read when the
 //! file changes), so the dashboard's repeated and overlapping queries decode nothing again:
 //! a file's rows never change while its size and modification time stay the same.
+//!
+//! A reader that needs a few columns of many rows (the insights read a year of minutes for
+//! the baseload) asks [`BatchViews::rows_projected`]: only those columns are decompressed
+//! and decoded (the others are `NaN` in the rows), rows already kept are used, and nothing
+//! is added to the cache, which such a scan would only flush.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -211,30 +216,34 @@ impl FileIndex {
     }
 }
 
-/// Column positions of a view file's schema.
+/// Column positions of a view file's schema, or of the projection read from it (`None`: the
+/// column was not read).
 struct Columns {
     window_start: usize,
     samples: usize,
     covered: usize,
     /// Per measure: sum, min, max, avg.
-    measures: [[usize; 4]; MEASURES],
-    energy: usize,
-    unmetered: usize,
-    power_factor: usize,
+    measures: [[Option<usize>; 4]; MEASURES],
+    energy: Option<usize>,
+    unmetered: Option<usize>,
+    power_factor: Option<usize>,
 }
 
 impl Columns {
-    fn of(batch: &RecordBatch, path: &Path) -> Result<Columns, ServeError> {
+    /// The positions in `batch`; with `all`, every column of the contract must be there.
+    fn of(batch: &RecordBatch, path: &Path, all: bool) -> Result<Columns, ServeError> {
         let schema = batch.schema();
-        let find = |name: &str| {
-            schema
-                .index_of(name)
-                .map_err(|_| parquet_error(path, format!("no column {name}")))
+        let missing = |name: &str| parquet_error(path, format!("no column {name}"));
+        let find = |name: &str| schema.index_of(name).map_err(|_| missing(name));
+        let value = |name: &str| match schema.index_of(name) {
+            Ok(i) => Ok(Some(i)),
+            Err(_) if !all => Ok(None),
+            Err(_) => Err(missing(name)),
         };
-        let mut measures = [[0; 4]; MEASURES];
+        let mut measures = [[None; 4]; MEASURES];
         for m in Measure::ALL {
             for (j, stat) in ["sum", "min", "max", "avg"].iter().enumerate() {
-                measures[m.index()][j] = find(&format!("{}_{stat}", m.name()))?;
+                measures[m.index()][j] = value(&format!("{}_{stat}", m.name()))?;
             }
         }
         Ok(Columns {
@@ -242,12 +251,15 @@ impl Columns {
             samples: find("samples")?,
             covered: find("covered_seconds")?,
             measures,
-            energy: find("active_energy_wh")?,
-            unmetered: find("unmetered_wh")?,
-            power_factor: find("power_factor_avg")?,
+            energy: value("active_energy_wh")?,
+            unmetered: value("unmetered_wh")?,
+            power_factor: value("power_factor_avg")?,
         })
     }
 }
+
+/// The columns every row needs, whatever else is projected.
+const KEY_COLUMNS: [&str; 4] = ["meter", "window_start", "samples", "covered_seconds"];
 
 impl BatchViews {
     /// The views under `dir` (which may not exist yet: then every view is empty).
@@ -378,6 +390,32 @@ impl BatchViews {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<ViewRow>, ServeError> {
+        self.read(granularity, meter, from_ms, to_ms, None)
+    }
+
+    /// [`BatchViews::rows`] with only the value `columns` decoded (contract names, e.g.
+    /// `global_active_power_avg`; `window_start`, `samples` and `covered_seconds` always).
+    /// Rows the cache keeps are used whole, and nothing is added to it (see the module
+    /// docs); in the rows read here the other values are `NaN` (no power factor).
+    pub fn rows_projected(
+        &self,
+        granularity: Granularity,
+        meter: &str,
+        from_ms: i64,
+        to_ms: i64,
+        columns: &[&str],
+    ) -> Result<Vec<ViewRow>, ServeError> {
+        self.read(granularity, meter, from_ms, to_ms, Some(columns))
+    }
+
+    fn read(
+        &self,
+        granularity: Granularity,
+        meter: &str,
+        from_ms: i64,
+        to_ms: i64,
+        projection: Option<&[&str]>,
+    ) -> Result<Vec<ViewRow>, ServeError> {
         let mut out = Vec::new();
         if from_ms >= to_ms {
             return Ok(out);
@@ -399,7 +437,7 @@ impl BatchViews {
             let caching = self.rows.lock().unwrap_or_else(|e| e.into_inner()).budget > 0;
             if !caching {
                 if !groups.is_empty() {
-                    read_groups(file, groups, meter, from_ms, to_ms, &mut out)?;
+                    read_groups(file, groups, meter, from_ms, to_ms, projection, &mut out)?;
                 }
                 continue;
             }
@@ -413,9 +451,14 @@ impl BatchViews {
                     .get(&key, file.stamp);
                 let rows = match cached {
                     Some(rows) => rows,
+                    // A projection reads what it needs, and keeps nothing.
+                    None if projection.is_some() => {
+                        read_groups(file, vec![g], meter, from_ms, to_ms, projection, &mut out)?;
+                        continue;
+                    }
                     None => {
                         let mut rows = Vec::new();
-                        read_groups(file, vec![g], meter, i64::MIN, i64::MAX, &mut rows)?;
+                        read_groups(file, vec![g], meter, i64::MIN, i64::MAX, None, &mut rows)?;
                         let rows = Arc::new(rows);
                         self.rows.lock().unwrap_or_else(|e| e.into_inner()).put(
                             key,
@@ -436,17 +479,24 @@ impl BatchViews {
 }
 
 /// Reads `meter`'s rows with a window start in `[from_ms, to_ms)` from row groups of a file:
-/// the meter and window_start columns first, the others only for the rows they select.
-/// Rows come in file order, which is window order within a meter.
+/// the meter and window_start columns first, the others (all, or the key columns and
+/// `projection`) only for the rows they select. Rows come in file order, which is window
+/// order within a meter.
 fn read_groups(
     file: &FileIndex,
     groups: Vec<usize>,
     meter: &str,
     from_ms: i64,
     to_ms: i64,
+    projection: Option<&[&str]>,
     out: &mut Vec<ViewRow>,
 ) -> Result<(), ServeError> {
-    let builder = file.open()?.with_row_groups(groups);
+    let mut builder = file.open()?.with_row_groups(groups);
+    if let Some(columns) = projection {
+        let names = KEY_COLUMNS.iter().chain(columns.iter()).copied();
+        let mask = parquet::arrow::ProjectionMask::columns(builder.parquet_schema(), names);
+        builder = builder.with_projection(mask);
+    }
     let mask = parquet::arrow::ProjectionMask::columns(
         builder.parquet_schema(),
         ["meter", "window_start"],
@@ -478,17 +528,21 @@ fn read_groups(
         let batch = batch.map_err(|e| parquet_error(&file.path, e))?;
         let c = match &columns {
             Some(c) => c,
-            None => columns.insert(Columns::of(&batch, &file.path)?),
+            None => columns.insert(Columns::of(&batch, &file.path, projection.is_none())?),
         };
         read_rows(&batch, c, meter, out);
     }
     Ok(())
 }
 
-/// A numeric column as doubles (decimals divided by their scale; `NaN` for nulls).
-fn doubles(batch: &RecordBatch, column: usize) -> Vec<f64> {
-    let array = batch.column(column);
+/// A numeric column as doubles (decimals divided by their scale; `NaN` for nulls, and for
+/// every row of a column that was not read).
+fn doubles(batch: &RecordBatch, column: Option<usize>) -> Vec<f64> {
     let n = batch.num_rows();
+    let Some(column) = column else {
+        return vec![f64::NAN; n];
+    };
+    let array = batch.column(column);
     let mut out: Vec<f64> = match array.data_type() {
         arrow_schema::DataType::Decimal128(_, scale) => {
             let div = 10f64.powi(*scale as i32);

@@ -388,6 +388,31 @@ pub fn for_each_row(
     granularity: Granularity,
     from_ms: i64,
     to_ms: i64,
+    f: impl FnMut(&ViewRow),
+) -> Result<(), QueryError> {
+    for_each_row_with(views, meter, granularity, from_ms, to_ms, None, f)
+}
+
+/// [`for_each_row`] decoding only `columns` of the batch rows (see [`Views::query_columns`]).
+pub fn for_each_row_columns(
+    views: &Views,
+    meter: &str,
+    granularity: Granularity,
+    from_ms: i64,
+    to_ms: i64,
+    columns: &[&str],
+    f: impl FnMut(&ViewRow),
+) -> Result<(), QueryError> {
+    for_each_row_with(views, meter, granularity, from_ms, to_ms, Some(columns), f)
+}
+
+fn for_each_row_with(
+    views: &Views,
+    meter: &str,
+    granularity: Granularity,
+    from_ms: i64,
+    to_ms: i64,
+    columns: Option<&[&str]>,
     mut f: impl FnMut(&ViewRow),
 ) -> Result<(), QueryError> {
     let step = (views.max_rows() as i64 - 1).max(1) * granularity.len_ms().min(23 * HOUR_MS);
@@ -400,7 +425,11 @@ pub fn for_each_row(
             from_ms: at,
             to_ms: end,
         };
-        views.query(&q)?.rows.iter().for_each(&mut f);
+        let answer = match columns {
+            None => views.query(&q)?,
+            Some(columns) => views.query_columns(&q, columns)?,
+        };
+        answer.rows.iter().for_each(&mut f);
         at = end;
     }
     Ok(())
@@ -559,17 +588,32 @@ pub fn insights(
     // Baseload: a low percentile of the night's minute power (and the cost by minute rows
     // when the tariff's periods are not whole hours).
     let mut night: Vec<f64> = Vec::new();
-    for_each_row(views, meter, Granularity::Minute, from_ms, to_ms, |r| {
-        if local(r.window_start).rem_euclid(DAY_MS) < 6 * HOUR_MS {
-            let w = r.measure(Measure::GlobalActivePower).avg * 1000.0;
-            if w.is_finite() {
-                night.push(w);
+    // Only what this pass uses is decoded: a year of minutes is half a million rows.
+    let minute_columns = [
+        "global_active_power_avg",
+        "active_energy_wh",
+        "sub_metering_2_sum",
+        "sub_metering_3_sum",
+    ];
+    for_each_row_columns(
+        views,
+        meter,
+        Granularity::Minute,
+        from_ms,
+        to_ms,
+        &minute_columns,
+        |r| {
+            if local(r.window_start).rem_euclid(DAY_MS) < 6 * HOUR_MS {
+                let w = r.measure(Measure::GlobalActivePower).avg * 1000.0;
+                if w.is_finite() {
+                    night.push(w);
+                }
             }
-        }
-        if !prices.hourly {
-            price(r);
-        }
-    })?;
+            if !prices.hourly {
+                price(r);
+            }
+        },
+    )?;
     night.sort_by(f64::total_cmp);
     let baseload_w = percentile(&night, 0.10);
     let mean_price = prices.mean_price(local(to_ms.saturating_sub(1)));

@@ -5,7 +5,7 @@
 //! | `GET /api/v1/meters` | `{"meters": [{"meter", "first_day", "last_day", "newest_reading"}]}` |
 //! | `GET /api/v1/views/{minute\|hour\|day}?meter=&from=&to=[&format=csv]` | the merged rows (the library's [`Views::query`]) and their `freshness` |
 //! | `GET /api/v1/insights?meter=&from=&to=` | where the energy goes, typical day and week, baseload, peak hours, cost and savings under the tariff, unusual days, comparisons ([`wattflow::serve::insights`]); by default the 28 days up to the newest reading |
-//! | `GET /api/v1/live?meter=` | Server-Sent Events: `windows` events, each `{"granularity", "rows"}` with the speed view's newest windows as they change (polled every 250 ms) |
+//! | `GET /api/v1/live?meter=` | Server-Sent Events: `windows` events, each `{"granularity", "rows"}` with the speed view's newest windows as they change (at once from the in-process store, which says when it changes; Cassandra is read every 250 ms) |
 //! | `GET /` | the dashboard (`app.js`, `style.css`: embedded, nothing loaded from elsewhere) |
 //! | `GET /health` | `{"status": "ok", "batch", "speed"}`; `503` when a view cannot be read |
 //! | `GET /metrics` | requests and latencies per endpoint, Prometheus text |
@@ -315,6 +315,7 @@ fn range_error(e: QueryError, from: i64, to: i64) -> ApiError {
         ),
         QueryError::TooManyRows { .. } => ApiError::bad("to", e.to_string()),
         QueryError::View(v) => ApiError::unavailable(v),
+        other => ApiError::bad("to", other.to_string()),
     }
 }
 
