@@ -328,7 +328,10 @@ fn a_projected_query_reads_the_asked_columns_of_the_same_rows() {
         age_ms: None,
         ..f.clone()
     };
-    assert_eq!(without_age(&projected.freshness), without_age(&full.freshness));
+    assert_eq!(
+        without_age(&projected.freshness),
+        without_age(&full.freshness)
+    );
     for (p, f) in projected.rows.iter().zip(&full.rows) {
         assert_eq!(
             (p.window_start, p.samples, p.covered_seconds, p.source),
