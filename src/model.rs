@@ -20,6 +20,26 @@ pub const PF_SCALE: f64 = 1e9;
 /// Number of measures a reading carries.
 pub const MEASURES: usize = 7;
 
+/// The numeric columns of a view row after `meter` and `window_start`, in the view
+/// contract's order: `samples`, `covered_seconds`, then `<measure>_{sum,min,max,avg}` for each
+/// [`Measure`] in file order, then `active_energy_wh`, `unmetered_wh`, `power_factor_avg`. The
+/// Parquet and Cassandra views and the serving layer all name their columns from here.
+pub fn value_columns() -> &'static [String] {
+    static COLUMNS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let mut cols = vec!["samples".to_owned(), "covered_seconds".to_owned()];
+        for m in Measure::ALL {
+            for stat in ["sum", "min", "max", "avg"] {
+                cols.push(format!("{}_{stat}", m.name()));
+            }
+        }
+        for c in ["active_energy_wh", "unmetered_wh", "power_factor_avg"] {
+            cols.push(c.to_owned());
+        }
+        cols
+    });
+    &COLUMNS
+}
+
 /// The seven measures of the UCI data set, in file order.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Measure {

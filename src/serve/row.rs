@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+pub use crate::model::value_columns;
 use crate::model::{Aggregate, Granularity, Measure, MEASURES};
 
 /// The view a row of an answer was read from.
@@ -64,23 +65,6 @@ pub struct ViewRow {
     pub source: Source,
 }
 
-/// The numeric columns of a row after `meter` and `window_start`, in contract order.
-pub fn value_columns() -> &'static [String] {
-    static COLUMNS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        let mut cols = vec!["samples".to_owned(), "covered_seconds".to_owned()];
-        for m in Measure::ALL {
-            for stat in ["sum", "min", "max", "avg"] {
-                cols.push(format!("{}_{stat}", m.name()));
-            }
-        }
-        for c in ["active_energy_wh", "unmetered_wh", "power_factor_avg"] {
-            cols.push(c.to_owned());
-        }
-        cols
-    });
-    &COLUMNS
-}
-
 impl ViewRow {
     /// The row of a window's aggregate, as both views write it.
     pub fn of(meter: &str, window_start: i64, agg: &Aggregate, source: Source) -> ViewRow {
@@ -137,16 +121,28 @@ impl ViewRow {
 
     /// The numeric values in [`value_columns`] order (`NaN` for a missing power factor).
     pub fn values(&self) -> Vec<f64> {
-        let mut out = Vec::with_capacity(value_columns().len());
-        out.push(self.samples as f64);
-        out.push(self.covered_seconds as f64);
-        for v in &self.measures {
-            out.extend([v.sum, v.min, v.max, v.avg]);
+        (0..value_columns().len())
+            .map(|i| self.value_at(i))
+            .collect()
+    }
+
+    /// The value of the `i`-th of [`value_columns`] (`NaN` for a missing power factor or an
+    /// index past the end): [`ViewRow::value`] without the name lookup, for writers of many
+    /// rows.
+    pub fn value_at(&self, i: usize) -> f64 {
+        const MEASURE_COLUMNS: usize = 2 + 4 * MEASURES;
+        match i {
+            0 => self.samples as f64,
+            1 => self.covered_seconds as f64,
+            2..MEASURE_COLUMNS => {
+                let v = &self.measures[(i - 2) / 4];
+                [v.sum, v.min, v.max, v.avg][(i - 2) % 4]
+            }
+            MEASURE_COLUMNS => self.active_energy_wh,
+            _ if i == MEASURE_COLUMNS + 1 => self.unmetered_wh,
+            _ if i == MEASURE_COLUMNS + 2 => self.power_factor_avg.unwrap_or(f64::NAN),
+            _ => f64::NAN,
         }
-        out.push(self.active_energy_wh);
-        out.push(self.unmetered_wh);
-        out.push(self.power_factor_avg.unwrap_or(f64::NAN));
-        out
     }
 
     /// End of the row's window in `calendar` (exclusive).

@@ -4,14 +4,13 @@
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::value::{CqlTimestamp, CqlValue};
 
-use crate::model::{Aggregate, Granularity, Measure, WindowKey};
+use crate::model::{Aggregate, Granularity, WindowKey};
 use crate::time;
 use crate::time::DAY_MS;
 
 use super::MAX_READ_BUCKETS;
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering;
-use std::sync::LazyLock;
 
 /// Name of the table of a granularity's speed view.
 pub fn table_of(granularity: Granularity) -> &'static str {
@@ -57,21 +56,10 @@ pub fn buckets_between(granularity: Granularity, from_ms: i64, to_ms: i64) -> Ve
     out
 }
 
-/// Names of the double columns of a view, in table order.
+/// Names of the double columns of a view, in table order: the contract's value columns
+/// after the two counts.
 pub fn double_columns() -> &'static [String] {
-    static COLUMNS: LazyLock<Vec<String>> = LazyLock::new(|| {
-        let mut cols = Vec::with_capacity(Measure::ALL.len() * 4 + 3);
-        for m in Measure::ALL {
-            for stat in ["sum", "min", "max", "avg"] {
-                cols.push(format!("{}_{stat}", m.name()));
-            }
-        }
-        for c in ["active_energy_wh", "unmetered_wh", "power_factor_avg"] {
-            cols.push(c.to_owned());
-        }
-        cols
-    });
-    &COLUMNS
+    &crate::model::value_columns()[2..]
 }
 
 /// `CREATE KEYSPACE IF NOT EXISTS` for the views.
