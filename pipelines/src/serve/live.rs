@@ -21,7 +21,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use wattflow::model::Granularity;
 
-use super::render::answer_json;
+use super::render::{answer_json, Columns};
 use super::{blocking, parameters, pick_meter, ApiError, Shared};
 use wattflow::serve::{Answer, Freshness, SpeedViews, ViewRow};
 
@@ -105,7 +105,7 @@ impl Feed {
                 },
                 rows: changed,
             };
-            let body = answer_json(calendar, &self.meter, g, a, b, &answer);
+            let body = answer_json(calendar, &self.meter, g, (a, b), &answer, &Columns::all());
             events.push(Event::default().event("windows").data(body));
         }
         Ok(events)

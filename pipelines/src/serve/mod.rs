@@ -3,7 +3,7 @@
 //! | endpoint | answer |
 //! |---|---|
 //! | `GET /api/v1/meters` | `{"meters": [{"meter", "first_day", "last_day", "newest_reading"}]}` |
-//! | `GET /api/v1/views/{minute\|hour\|day}?meter=&from=&to=[&format=csv]` | the merged rows (the library's [`Views::query`]) and their `freshness` |
+//! | `GET /api/v1/views/{minute\|hour\|day}?meter=&from=&to=[&format=csv][&columns=a,b]` | the merged rows (the library's [`Views::query`]) and their `freshness`; `columns` keeps only the named value columns (besides `meter`, `window_start`, `samples`, `covered_seconds`, `source`) |
 //! | `GET /api/v1/insights?meter=&from=&to=` | where the energy goes, typical day and week, baseload, peak hours, cost and savings under the tariff, unusual days, comparisons ([`wattflow::serve::insights`]); by default the 28 days up to the newest reading |
 //! | `GET /api/v1/live?meter=` | Server-Sent Events: `windows` events, each `{"granularity", "rows"}` with the speed view's newest windows as they change (at once from the in-process store, which says when it changes; Cassandra is read every 250 ms) |
 //! | `GET /` | the dashboard (`app.js`, `style.css`: embedded, nothing loaded from elsewhere) |
@@ -51,7 +51,7 @@ use wattflow::serve::insights::{insights, Prices, Tariff};
 use wattflow::serve::DEFAULT_MAX_ROWS;
 use wattflow::serve::{parse_time, Extent, Query, QueryError, ServeError, Views, MIN_QUERY_MS};
 
-pub use render::{answer_csv, answer_json};
+pub use render::{answer_csv, answer_json, Columns};
 
 /// Default `--listen` address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -323,6 +323,7 @@ fn range_error(e: QueryError, from: i64, to: i64) -> ApiError {
 struct ViewRequest {
     query: Query,
     csv: bool,
+    columns: Columns,
 }
 
 fn view_request(
@@ -337,11 +338,15 @@ fn view_request(
             format!("unknown granularity {shown:?}: minute, hour or day"),
         )
     })?;
-    let p = parameters(raw, &["meter", "from", "to", "format"])?;
+    let p = parameters(raw, &["meter", "from", "to", "format", "columns"])?;
     let csv = match p.get("format").map(String::as_str) {
         None | Some("json") => false,
         Some("csv") => true,
         Some(_) => return Err(ApiError::bad("format", "format is json or csv")),
+    };
+    let columns = match p.get("columns") {
+        None => Columns::all(),
+        Some(list) => Columns::parse(list).map_err(|e| ApiError::bad("columns", e))?,
     };
     let meter = pick_meter(shared, p.get("meter"))?;
     let calendar = shared.views.calendar();
@@ -376,7 +381,11 @@ fn view_request(
         .views
         .check(&query)
         .map_err(|e| range_error(e, from, to))?;
-    Ok(ViewRequest { query, csv })
+    Ok(ViewRequest {
+        query,
+        csv,
+        columns,
+    })
 }
 
 async fn view(
@@ -403,7 +412,7 @@ async fn view(
                             format!("attachment; filename=\"{}-{}.csv\"", q.meter, q.granularity),
                         ),
                     ],
-                    answer_csv(calendar, &answer),
+                    answer_csv(calendar, &answer, &request.columns),
                 )
                     .into_response()
             } else {
@@ -411,9 +420,9 @@ async fn view(
                     calendar,
                     &q.meter,
                     q.granularity,
-                    q.from_ms,
-                    q.to_ms,
+                    (q.from_ms, q.to_ms),
                     &answer,
+                    &request.columns,
                 ))
             })
         })

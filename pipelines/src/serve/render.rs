@@ -72,8 +72,51 @@ fn push_window_start(out: &mut String, calendar: &Calendar, ms: i64) {
     out.push('"');
 }
 
+/// The value columns an answer carries besides `samples` and `covered_seconds` (which every
+/// row has): indices into [`value_columns`], in the order asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Columns(Vec<usize>);
+
+impl Columns {
+    /// Every value column, in contract order.
+    pub fn all() -> Columns {
+        Columns((2..value_columns().len()).collect())
+    }
+
+    /// A comma-separated list of contract names (`voltage_avg,sub_metering_1_sum`): repeats
+    /// are dropped, `samples` and `covered_seconds` are always there anyway, and an empty or
+    /// unknown name is an error that says which.
+    pub fn parse(text: &str) -> Result<Columns, String> {
+        let mut out = Vec::new();
+        for name in text.split(',').map(str::trim) {
+            if name.is_empty() {
+                return Err(
+                    "columns: an empty name in the list (names are separated by single commas)"
+                        .into(),
+                );
+            }
+            let Some(i) = value_columns().iter().position(|c| c == name) else {
+                let shown: String = name.chars().take(64).collect();
+                return Err(format!(
+                    "columns: no column {shown:?}; the views have {}",
+                    value_columns().join(", ")
+                ));
+            };
+            if i >= 2 && !out.contains(&i) {
+                out.push(i);
+            }
+        }
+        Ok(Columns(out))
+    }
+
+    /// The contract names of the columns.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|&i| value_columns()[i].as_str())
+    }
+}
+
 /// `meter` is the row's meter as a JSON string, escaped once per answer.
-fn push_row(out: &mut String, calendar: &Calendar, meter: &str, row: &ViewRow) {
+fn push_row(out: &mut String, calendar: &Calendar, meter: &str, row: &ViewRow, columns: &Columns) {
     out.push_str("{\"meter\":");
     out.push_str(meter);
     out.push_str(",\"window_start\":");
@@ -84,25 +127,12 @@ fn push_row(out: &mut String, calendar: &Calendar, meter: &str, row: &ViewRow) {
     push_int(out, row.samples);
     out.push_str(",\"covered_seconds\":");
     push_int(out, row.covered_seconds);
-    // The doubles, in `value_columns` order after the two counts.
-    let names = &value_columns()[2..];
-    let mut i = 0;
-    let mut field = |out: &mut String, v: f64| {
+    for &i in &columns.0 {
         out.push_str(",\"");
-        out.push_str(&names[i]);
+        out.push_str(&value_columns()[i]);
         out.push_str("\":");
-        push_number(out, v);
-        i += 1;
-    };
-    for m in &row.measures {
-        field(out, m.sum);
-        field(out, m.min);
-        field(out, m.max);
-        field(out, m.avg);
+        push_number(out, row.value_at(i));
     }
-    field(out, row.active_energy_wh);
-    field(out, row.unmetered_wh);
-    field(out, row.power_factor_avg.unwrap_or(f64::NAN));
     out.push_str(",\"source\":\"");
     out.push_str(row.source.name());
     out.push_str("\"}");
@@ -140,16 +170,17 @@ fn push_optional(out: &mut String, v: Option<i64>) {
     }
 }
 
-/// `{"meter", "granularity", "from", "to", "rows": [...], "freshness": {...}}`.
+/// `{"meter", "granularity", "from", "to", "rows": [...], "freshness": {...}}`, the rows with
+/// `columns` of the values.
 pub fn answer_json(
     calendar: &Calendar,
     meter: &str,
     granularity: Granularity,
-    from_ms: i64,
-    to_ms: i64,
+    (from_ms, to_ms): (i64, i64),
     answer: &Answer,
+    columns: &Columns,
 ) -> String {
-    let mut out = String::with_capacity(256 + answer.rows.len() * 1100);
+    let mut out = String::with_capacity(256 + answer.rows.len() * (160 + 28 * columns.0.len()));
     out.push_str("{\"meter\":");
     push_string(&mut out, meter);
     let _ = write!(out, ",\"granularity\":\"{granularity}\",\"from\":");
@@ -166,7 +197,7 @@ pub fn answer_json(
             escaped.clear();
             push_string(&mut escaped, &row.meter);
         }
-        push_row(&mut out, calendar, &escaped, row);
+        push_row(&mut out, calendar, &escaped, row, columns);
     }
     out.push_str("],\"freshness\":");
     push_freshness(&mut out, calendar, answer);
@@ -174,11 +205,11 @@ pub fn answer_json(
     out
 }
 
-/// The rows as CSV with a header: `meter,window_start,<value columns>,source`.
-pub fn answer_csv(calendar: &Calendar, answer: &Answer) -> String {
-    let mut out = String::with_capacity(256 + answer.rows.len() * 500);
-    out.push_str("meter,window_start");
-    for c in value_columns() {
+/// The rows as CSV with a header: `meter,window_start,samples,covered_seconds,<columns>,source`.
+pub fn answer_csv(calendar: &Calendar, answer: &Answer, columns: &Columns) -> String {
+    let mut out = String::with_capacity(256 + answer.rows.len() * (80 + 14 * columns.0.len()));
+    out.push_str("meter,window_start,samples,covered_seconds");
+    for c in columns.names() {
         out.push(',');
         out.push_str(c);
     }
@@ -191,10 +222,11 @@ pub fn answer_csv(calendar: &Calendar, answer: &Answer) -> String {
         push_int(&mut out, row.samples);
         out.push(',');
         push_int(&mut out, row.covered_seconds);
-        for v in &row.values()[2..] {
+        for &i in &columns.0 {
             out.push(',');
+            let v = row.value_at(i);
             if v.is_finite() {
-                out.push_str(ryu::Buffer::new().format_finite(*v));
+                out.push_str(ryu::Buffer::new().format_finite(v));
             }
         }
         out.push(',');
@@ -254,7 +286,15 @@ mod tests {
             },
         };
         let cal = Calendar::Naive;
-        let text = answer_json(&cal, "MT \"1\"", Granularity::Minute, 0, 120_000, &answer);
+        let all = Columns::all();
+        let text = answer_json(
+            &cal,
+            "MT \"1\"",
+            Granularity::Minute,
+            (0, 120_000),
+            &answer,
+            &all,
+        );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["rows"][0]["meter"], "MT \"1\"");
         assert_eq!(v["rows"][0]["window_start"], "1970-01-01T00:00:00");
@@ -269,7 +309,7 @@ mod tests {
             v["freshness"]["batch_sealed_through"],
             "1970-01-01T00:01:00"
         );
-        let csv = answer_csv(&cal, &answer);
+        let csv = answer_csv(&cal, &answer, &all);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
         let header: Vec<&str> = lines[0].split(',').collect();
