@@ -113,6 +113,40 @@ pub enum QueryError {
     View(#[from] ServeError),
 }
 
+/// Why [`choose_meter`] could not choose.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeterChoiceError {
+    /// The named meter is not in the views.
+    #[error("unknown meter {0:?}")]
+    Unknown(String),
+    /// No meter was named and the views hold none.
+    #[error("the views hold no meter yet")]
+    NoMeter,
+    /// No meter was named and the views hold this many.
+    #[error("a meter must be named: the views hold {0} meters")]
+    Ambiguous(usize),
+}
+
+/// The meter a request names among `known` (each item's meter given by `meter_of`), or the
+/// only one when it names none: the rule the CLI and the HTTP API share. An unknown name is
+/// shown by at most 64 characters.
+pub fn choose_meter<'a, T>(
+    known: &'a [T],
+    meter_of: impl Fn(&T) -> &str,
+    given: Option<&str>,
+) -> Result<&'a T, MeterChoiceError> {
+    match (given, known) {
+        (Some(m), _) => known
+            .iter()
+            .find(|k| meter_of(k) == m)
+            .ok_or_else(|| MeterChoiceError::Unknown(m.chars().take(64).collect())),
+        (None, [only]) => Ok(only),
+        (None, []) => Err(MeterChoiceError::NoMeter),
+        (None, many) => Err(MeterChoiceError::Ambiguous(many.len())),
+    }
+}
+
 /// How fresh an answer is.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Freshness {

@@ -184,3 +184,25 @@ fn an_extent_takes_the_newest_reading_from_finer_speed_rows_than_the_day_row() {
     assert_eq!(e.last_day_ms, day);
     assert!(views.extent("nobody").unwrap().is_none());
 }
+
+#[test]
+fn a_meter_is_the_one_named_or_the_only_one() {
+    let one = ["a".to_owned()];
+    let two = ["a".to_owned(), "b".to_owned()];
+    let name = String::as_str;
+    assert_eq!(choose_meter(&one, name, None).unwrap(), "a");
+    assert_eq!(choose_meter(&two, name, Some("b")).unwrap(), "b");
+    assert_eq!(
+        choose_meter(&two, name, None),
+        Err(MeterChoiceError::Ambiguous(2))
+    );
+    assert_eq!(
+        choose_meter(&[] as &[String], name, None),
+        Err(MeterChoiceError::NoMeter)
+    );
+    let long = "x".repeat(100);
+    assert_eq!(
+        choose_meter(&one, name, Some(&long)),
+        Err(MeterChoiceError::Unknown("x".repeat(64)))
+    );
+}

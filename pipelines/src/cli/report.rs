@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use wattflow::model::Granularity;
 use wattflow::serve::insights::{insights, Insights};
-use wattflow::serve::{parse_time, Views};
+use wattflow::serve::{choose_meter, parse_time, MeterChoiceError, Views};
 
 use super::serve::{load_tariff, ViewsArgs};
 
@@ -63,16 +63,16 @@ impl RangeArgs {
     }
 }
 
-/// The meter a command names, or the only one in the views.
+/// The meter a command names, or the only one in the views ([`choose_meter`]).
 fn pick_meter(views: &Views, meter: Option<&str>) -> Result<String> {
-    let meters = views.meters()?;
-    match meter {
-        Some(m) if meters.contains(m) => Ok(m.to_owned()),
-        Some(m) => bail!("unknown meter {m:?}: the views hold {meters:?}"),
-        None if meters.len() == 1 => Ok(meters.into_iter().next().unwrap_or_default()),
-        None if meters.is_empty() => bail!("the views hold no meter"),
-        None => bail!("give --meter: the views hold {} meters", meters.len()),
-    }
+    let meters: Vec<String> = views.meters()?.into_iter().collect();
+    choose_meter(&meters, String::as_str, meter)
+        .cloned()
+        .map_err(|e| match e {
+            MeterChoiceError::Unknown(_) => anyhow::anyhow!("{e}: the views hold {meters:?}"),
+            MeterChoiceError::Ambiguous(_) => anyhow::anyhow!("{e}: give --meter"),
+            other => anyhow::anyhow!(other),
+        })
 }
 
 /// `[from, to)` from the flags: by default the 28 days up to the end of the newest reading's day.

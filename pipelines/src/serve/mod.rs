@@ -49,7 +49,10 @@ use wattflow::model::Granularity;
 use wattflow::serve::insights::{insights, Prices, Tariff};
 #[cfg(doc)]
 use wattflow::serve::DEFAULT_MAX_ROWS;
-use wattflow::serve::{parse_time, Extent, Query, QueryError, ServeError, Views, MIN_QUERY_MS};
+use wattflow::serve::{
+    choose_meter, parse_time, Extent, MeterChoiceError, Query, QueryError, ServeError, Views,
+    MIN_QUERY_MS,
+};
 
 pub use render::{answer_csv, answer_json, Columns};
 
@@ -266,26 +269,17 @@ async fn meters(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> R
     .await
 }
 
-/// The meter a request names, or the only one.
+/// The meter a request names, or the only one ([`choose_meter`]).
 pub(crate) fn pick_meter(shared: &Shared, given: Option<&String>) -> Result<Extent, ApiError> {
     let known = shared.meters()?;
-    match given {
-        Some(m) => match known.iter().find(|e| &e.meter == m) {
-            Some(e) => Ok(e.clone()),
-            None => {
-                let shown: String = m.chars().take(64).collect();
-                Err(ApiError::bad("meter", format!("unknown meter {shown:?}")))
+    choose_meter(&known, |e| &e.meter, given.map(String::as_str))
+        .cloned()
+        .map_err(|e| match e {
+            MeterChoiceError::Ambiguous(_) => {
+                ApiError::bad("meter", format!("{e}, listed at /api/v1/meters"))
             }
-        },
-        None if known.len() == 1 => Ok(known[0].clone()),
-        None => Err(ApiError::bad(
-            "meter",
-            format!(
-                "meter is required: one of {} meters, listed at /api/v1/meters",
-                known.len()
-            ),
-        )),
-    }
+            other => ApiError::bad("meter", other.to_string()),
+        })
 }
 
 /// A time parameter, if given.
