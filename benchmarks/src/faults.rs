@@ -152,15 +152,9 @@ pub struct FaultsArgs {
     /// Timely workers of the pipeline.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Where results go (`faults.md`, `faults.json`).
-    #[arg(long, default_value = "bench-out")]
-    pub out: PathBuf,
-    /// The `wattflow` binary (default: the workspace's release build).
-    #[arg(long)]
-    pub wattflow: Option<PathBuf>,
-    /// Build the release binary first even when it exists.
-    #[arg(long)]
-    pub build: bool,
+    /// `--out`, `--work`, `--wattflow`, `--build`.
+    #[command(flatten)]
+    pub harness: crate::harness::Harness,
 }
 
 /// The documented peak-RSS budget of a Kafka → Cassandra pipeline process, MiB, for a speed
@@ -654,9 +648,8 @@ fn one_scenario(
 /// Runs the scenarios and writes `faults.md` and `faults.json` under `--out`.
 pub fn run(args: FaultsArgs) -> Result<()> {
     let root = crate::w1::workspace_root();
-    let bin = crate::w1::locate_wattflow(args.wattflow.as_deref(), args.build, &root)?;
-    let work = crate::w1::target_dir(&root).join("wattflow-bench");
-    std::fs::create_dir_all(&work)?;
+    let bin = args.harness.binary(&root)?;
+    let work = args.harness.work_dir(&root)?;
     let machine = Machine::probe(&root);
     let budget_rows = args.max_queued_rows.unwrap_or(DEFAULT_MAX_QUEUED_ROWS);
     let max_rss = args.max_rss_mib.unwrap_or(rss_budget_mib(budget_rows));
@@ -693,10 +686,10 @@ pub fn run(args: FaultsArgs) -> Result<()> {
         table.push_str(&r.row());
         table.push('\n');
     }
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("faults.md"), &table)?;
+    std::fs::create_dir_all(&args.harness.out)?;
+    std::fs::write(args.harness.out.join("faults.md"), &table)?;
     std::fs::write(
-        args.out.join("faults.json"),
+        args.harness.out.join("faults.json"),
         serde_json::to_string_pretty(&runs)?,
     )?;
     println!("{table}");

@@ -25,6 +25,7 @@
 mod check;
 mod faults;
 mod feed;
+mod harness;
 mod machine;
 mod measure;
 mod peers;

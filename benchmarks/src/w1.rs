@@ -68,23 +68,12 @@ pub struct W1Args {
     /// Peers to run beside wattflow (`duckdb`, `polars`), or `none`.
     #[arg(long, value_delimiter = ',', default_value = "duckdb,polars")]
     pub peers: Vec<String>,
-    /// Where the table (`w1.md`) and the raw runs (`w1.json`) go.
-    #[arg(long, default_value = "bench-out")]
-    pub out: PathBuf,
-    /// Work folder: unpacked input, the peers' Python venv, the views written by each run.
-    /// Default: `<workspace>/target/wattflow-bench`.
-    #[arg(long)]
-    pub work: Option<PathBuf>,
-    /// The `wattflow` binary. Default: the workspace's release build, built when missing.
-    #[arg(long)]
-    pub wattflow: Option<PathBuf>,
-    /// Run `cargo build --release -p wattflow-pipelines` first even when the binary exists,
-    /// so that the figures are those of the current source.
-    #[arg(long)]
-    pub build: bool,
     /// The Python that creates the peers' venv.
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// `--out`, `--work`, `--wattflow`, `--build`.
+    #[command(flatten)]
+    pub harness: crate::harness::Harness,
 }
 
 /// What one system said and what its views hold.
@@ -151,19 +140,16 @@ pub fn run(args: W1Args) -> Result<()> {
     }
 
     let root = workspace_root();
-    let work = args
-        .work
-        .clone()
-        .unwrap_or_else(|| target_dir(&root).join("wattflow-bench"));
-    std::fs::create_dir_all(&work).with_context(|| work.display().to_string())?;
+    let work = args.harness.work_dir(&root)?;
     let work = work.canonicalize()?;
-    std::fs::create_dir_all(&args.out).with_context(|| args.out.display().to_string())?;
+    std::fs::create_dir_all(&args.harness.out)
+        .with_context(|| args.harness.out.display().to_string())?;
 
     // Preparation (not timed).
     let source = resolve(&args.data, &root)
         .with_context(|| format!("input {} not found", args.data.display()))?;
     let input = unpack(&source, &work.join("data"))?;
-    let located = locate_wattflow(args.wattflow.as_deref(), args.build, &root)?;
+    let located = args.harness.binary(&root)?;
     // Every run uses one copy of the binary, even if the workspace is rebuilt meanwhile.
     let wattflow = work.join("bin").join("wattflow");
     std::fs::create_dir_all(work.join("bin"))?;
@@ -209,7 +195,7 @@ pub fn run(args: W1Args) -> Result<()> {
             summary: report::summarise(records, &systems, &args.workers),
             runs: records,
         };
-        let path = args.out.join("w1.json");
+        let path = args.harness.out.join("w1.json");
         let mut f =
             BufWriter::new(File::create(&path).with_context(|| path.display().to_string())?);
         serde_json::to_writer_pretty(&mut f, &raw)?;
@@ -275,7 +261,7 @@ pub fn run(args: W1Args) -> Result<()> {
     let json = write_raw(&records, true)?;
     let summary = report::summarise(&records, &systems, &args.workers);
     let markdown = render(&args, &machine, &versions, &input_info, &records, &summary);
-    let md = args.out.join("w1.md");
+    let md = args.harness.out.join("w1.md");
     std::fs::write(&md, &markdown).with_context(|| md.display().to_string())?;
     println!("{markdown}");
     eprintln!("wrote {} and {}", md.display(), json.display());

@@ -96,18 +96,9 @@ pub struct W2Args {
     /// Skip a phase: `sustained`, `freshness` or `catch-up` (repeatable).
     #[arg(long)]
     pub skip: Vec<String>,
-    /// Where the table (`w2.md`) and the raw runs (`w2.json`) go.
-    #[arg(long, default_value = "bench-out")]
-    pub out: PathBuf,
-    /// The `wattflow` binary. Default: the workspace's release build, built when missing.
-    #[arg(long)]
-    pub wattflow: Option<PathBuf>,
     /// Extra arguments for every `wattflow live` (space-separated), e.g. `--max-in-flight 16`.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub live_args: String,
-    /// Build the release binary first even when it exists.
-    #[arg(long)]
-    pub build: bool,
     /// Peers to run beside wattflow (`pathway`, `spark`), or `none`.
     #[arg(long, value_delimiter = ',', default_value = "pathway,spark")]
     pub peers: Vec<String>,
@@ -120,12 +111,12 @@ pub struct W2Args {
     /// minute when it falls behind, which at 100,000/s endangers the services beside it.
     #[arg(long)]
     pub peers_sustained: bool,
-    /// Work folder of the peers' Python venv. Default: `<workspace>/target/wattflow-bench`.
-    #[arg(long)]
-    pub work: Option<PathBuf>,
     /// The Python that creates the peers' venv.
     #[arg(long, default_value = "python3")]
     pub python: String,
+    /// `--out`, `--work`, `--wattflow`, `--build`.
+    #[command(flatten)]
+    pub harness: crate::harness::Harness,
 }
 
 /// A system under test in W2.
@@ -775,7 +766,7 @@ fn stream_run(
 /// Runs W2.
 pub fn run(args: W2Args) -> Result<()> {
     let root = crate::w1::workspace_root();
-    let bin = crate::w1::locate_wattflow(args.wattflow.as_deref(), args.build, &root)?;
+    let bin = args.harness.binary(&root)?;
     for phase in &args.skip {
         if !["sustained", "freshness", "catch-up"].contains(&phase.as_str()) {
             bail!("--skip {phase:?}: sustained, freshness or catch-up");
@@ -795,11 +786,7 @@ pub fn run(args: W2Args) -> Result<()> {
     }];
     let mut peer_versions = BTreeMap::new();
     if !peers.is_empty() {
-        let work = args
-            .work
-            .clone()
-            .unwrap_or_else(|| crate::w1::target_dir(&root).join("wattflow-bench"));
-        std::fs::create_dir_all(&work).with_context(|| work.display().to_string())?;
+        let work = args.harness.work_dir(&root)?;
         let env = crate::peers::ensure_venv_for(
             &work.canonicalize()?,
             &args.python,
@@ -817,7 +804,7 @@ pub fn run(args: W2Args) -> Result<()> {
     }
     let skip = |p: &str| args.skip.iter().any(|s| s == p);
     let machine = Machine::probe(&root);
-    std::fs::create_dir_all(&args.out)?;
+    std::fs::create_dir_all(&args.harness.out)?;
     let (mut sustained, mut freshness, mut catch_up) = (Vec::new(), Vec::new(), Vec::new());
     let show = |r: &StreamRun| {
         eprintln!(
@@ -910,7 +897,7 @@ pub fn run(args: W2Args) -> Result<()> {
         catch_up: &catch_up,
     };
     std::fs::write(
-        args.out.join("w2.json"),
+        args.harness.out.join("w2.json"),
         serde_json::to_string_pretty(&report)?,
     )?;
     let engines: Vec<Engine> = pipelines.iter().map(|p| p.engine).collect();
@@ -923,7 +910,7 @@ pub fn run(args: W2Args) -> Result<()> {
         &freshness,
         &catch_up,
     );
-    std::fs::write(args.out.join("w2.md"), &table)?;
+    std::fs::write(args.harness.out.join("w2.md"), &table)?;
     println!("{table}");
     Ok(())
 }

@@ -63,18 +63,9 @@ pub struct W4Args {
     /// Timely workers of the pipeline.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    /// Where results go (`w4.md`, `w4.json`).
-    #[arg(long, default_value = "bench-out")]
-    pub out: PathBuf,
-    /// Work folder (unpacked input, views). Default: `<workspace>/target/wattflow-bench`.
-    #[arg(long)]
-    pub work: Option<PathBuf>,
-    /// The `wattflow` binary (default: the workspace's release build).
-    #[arg(long)]
-    pub wattflow: Option<PathBuf>,
-    /// Build the release binary first even when it exists.
-    #[arg(long)]
-    pub build: bool,
+    /// `--out`, `--work`, `--wattflow`, `--build`.
+    #[command(flatten)]
+    pub harness: crate::harness::Harness,
 }
 
 /// One W4 run.
@@ -205,12 +196,8 @@ fn one_run(args: &W4Args, bin: &Path, input: &Path, work: &Path, run: usize) -> 
 /// Runs W4 and writes `w4.md` and `w4.json` under `--out`.
 pub fn run(args: W4Args) -> Result<()> {
     let root = crate::w1::workspace_root();
-    let bin = crate::w1::locate_wattflow(args.wattflow.as_deref(), args.build, &root)?;
-    let work = args
-        .work
-        .clone()
-        .unwrap_or_else(|| crate::w1::target_dir(&root).join("wattflow-bench"));
-    std::fs::create_dir_all(&work)?;
+    let bin = args.harness.binary(&root)?;
+    let work = args.harness.work_dir(&root)?;
     let data = if args.data.is_absolute() {
         args.data.clone()
     } else {
@@ -276,10 +263,10 @@ pub fn run(args: W4Args) -> Result<()> {
         runs.len(),
         runs.iter().map(|r| r.covered).sum::<u64>(),
     );
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("w4.md"), &table)?;
+    std::fs::create_dir_all(&args.harness.out)?;
+    std::fs::write(args.harness.out.join("w4.md"), &table)?;
     std::fs::write(
-        args.out.join("w4.json"),
+        args.harness.out.join("w4.json"),
         serde_json::to_string_pretty(&runs)?,
     )?;
     println!("{table}");

@@ -33,7 +33,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crate::peers;
-use crate::w1::{locate_wattflow, target_dir, unpack, workspace_root};
+use crate::w1::{unpack, workspace_root};
 
 /// Arguments of `wattflow-bench w5`.
 #[derive(Debug, Args)]
@@ -56,18 +56,6 @@ pub struct W5Args {
     /// Peers (`duckdb`) or `none`.
     #[arg(long, value_delimiter = ',', default_value = "duckdb")]
     pub peers: Vec<String>,
-    /// Where `w5.md` and `w5.json` go.
-    #[arg(long, default_value = "bench-out")]
-    pub out: PathBuf,
-    /// Work folder (default `<workspace>/target/wattflow-bench`).
-    #[arg(long)]
-    pub work: Option<PathBuf>,
-    /// The `wattflow` binary (default: the release build, built when missing).
-    #[arg(long)]
-    pub wattflow: Option<PathBuf>,
-    /// Rebuild the release binary first.
-    #[arg(long)]
-    pub build: bool,
     /// The Python that creates the peers' venv.
     #[arg(long, default_value = "python3")]
     pub python: String,
@@ -95,6 +83,9 @@ pub struct W5Args {
     /// Cassandra contact point (Kafka figure).
     #[arg(long, default_value = "127.0.0.1:9042")]
     pub cassandra: String,
+    /// `--out`, `--work`, `--wattflow`, `--build`.
+    #[command(flatten)]
+    pub harness: crate::harness::Harness,
 }
 
 /// The queries: (granularity, from, to).
@@ -235,12 +226,8 @@ fn wait_ready(addr: &str, child: &mut Child) -> Result<()> {
 /// Runs W5.
 pub fn run(args: W5Args) -> Result<()> {
     let root = workspace_root();
-    let work = args
-        .work
-        .clone()
-        .unwrap_or_else(|| target_dir(&root).join("wattflow-bench"));
-    std::fs::create_dir_all(&work)?;
-    let wattflow = locate_wattflow(args.wattflow.as_deref(), args.build, &root)?;
+    let work = args.harness.work_dir(&root)?;
+    let wattflow = args.harness.binary(&root)?;
     let views = match &args.views {
         Some(v) => v.clone(),
         None => replayed_views(&wattflow, &args, &root, &work)?,
@@ -361,15 +348,15 @@ pub fn run(args: W5Args) -> Result<()> {
     }
     let mut table = render(&results, &views, args.requests);
     table.push_str(&render_live(&latencies, &renders));
-    std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("w5.md"), &table)?;
+    std::fs::create_dir_all(&args.harness.out)?;
+    std::fs::write(args.harness.out.join("w5.md"), &table)?;
     let report = serde_json::json!({
         "queries": results,
         "live": latencies,
         "dashboard": renders,
     });
     std::fs::write(
-        args.out.join("w5.json"),
+        args.harness.out.join("w5.json"),
         serde_json::to_string_pretty(&report)? + "\n",
     )?;
     print!("{table}");
