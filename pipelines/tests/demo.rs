@@ -269,12 +269,24 @@ fn sensors_alone_start_where_they_are_told_and_stop_at_their_end() {
 
 #[test]
 fn the_demo_serves_live_windows_and_leaves_exact_views_when_stopped() {
+    demo_serves_live_windows_and_leaves_exact_views(1);
+}
+
+#[test]
+fn the_demo_on_two_workers_serves_live_windows_and_leaves_exact_views() {
+    demo_serves_live_windows_and_leaves_exact_views(2);
+}
+
+/// `wattflow demo` on `workers` timely workers, on the real clock: meters listed, the newest
+/// window growing, history then sensors across midnight, and exact views after the stop.
+fn demo_serves_live_windows_and_leaves_exact_views(workers: usize) {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("demo");
     let demo = Demo::new(&folder)
         .households(2)
         .days(1)
         .seed(3)
+        .workers(workers)
         .start()
         .expect("demo starts");
     assert!(demo.wait_live(Duration::from_secs(60)), "not live in 60 s");
