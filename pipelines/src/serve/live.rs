@@ -1,68 +1,141 @@
 //! `GET /api/v1/live?meter=`: the speed view's newest windows as Server-Sent Events.
 //!
-//! Per connection, a feed reads the speed store for each granularity's windows from the newest
-//! it has sent on, and sends those whose value changed as one `windows` event:
-//! `{"granularity": "minute", "rows": [...]}` with the rows in the views API's format. A store
-//! that counts its changes ([`SpeedViews::version`], e.g. the in-process
-//! [`MemoryViews`](wattflow::serve::MemoryViews)) wakes the feed as soon as it changes
-//! ([`SpeedViews::wait_for_change`]; the feed then lets [`SETTLE`] pass so that the changes of
-//! one batch go out as one event), so a new window reaches the page within milliseconds;
-//! a store that cannot tell (Cassandra) is read every [`POLL`]. The first poll sends the newest window of each granularity. Batch
-//! rows never change once written, so the feed reads the speed side alone. It ends when the
-//! client goes or the server stops.
+//! **One watcher per meter, however many feeds.** The first feed of a meter starts a watcher
+//! task ([`Hub`]); later feeds of that meter join it. The watcher reads the speed store for each
+//! granularity's windows from the newest it has seen on, renders the windows whose value
+//! changed once, as a `windows` event (`{"granularity": "minute", "rows": [...]}`, the rows in
+//! the views API's format), and hands that one text to every feed through a broadcast channel.
+//! So a hundred open dashboards of one meter cost the store one reader, not a hundred, and the
+//! server renders each change once.
+//!
+//! **When it reads.** A store that counts its changes ([`SpeedViews::version`], e.g. the
+//! in-process [`MemoryViews`](wattflow::serve::MemoryViews)) wakes the watcher as soon as it
+//! changes ([`SpeedViews::wait_for_change`]; the watcher then lets [`SETTLE`] pass so that the
+//! changes of one batch go out as one event), so a new window reaches the page within
+//! milliseconds; a store that cannot tell (Cassandra) is read every [`POLL`]. Batch rows never
+//! change once written, so the feed reads the speed side alone.
+//!
+//! **What a feed gets.** Its first events are the newest window of each granularity as the
+//! watcher last saw it (for the first feed of a meter, what the watcher's first read finds);
+//! then every change. A feed too slow to keep up with [`CHANNEL`] events gets the newest
+//! windows again and carries on (the page merges windows by start, so nothing is drawn twice).
+//! A store that cannot be read is an `error` event (`{"error": "..."}`), repeated every
+//! 4 × [`POLL`] while it lasts. A feed ends when its client goes or the server stops; the
+//! watcher ends with its meter's last feed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::broadcast;
 use wattflow::model::Granularity;
 
 use super::render::{answer_json, Columns};
 use super::{blocking, parameters, pick_meter, ApiError, Shared};
 use wattflow::serve::{Answer, Freshness, SpeedViews, ViewRow};
 
-/// How often a feed looks at a speed store that cannot say when it changed, and the longest a
-/// feed waits for one that can.
+/// How often a watcher looks at a speed store that cannot say when it changed, and the longest
+/// it waits for one that can.
 pub const POLL: Duration = Duration::from_millis(250);
-/// How long a feed lets a store that has just changed go on changing before it reads it.
+/// How long a watcher lets a store that has just changed go on changing before it reads it.
 pub const SETTLE: Duration = Duration::from_millis(5);
+/// Events a feed may fall behind its watcher before it is sent the newest windows instead.
+pub const CHANNEL: usize = 256;
 
-/// What one feed has sent: per granularity, `window_start → (samples, covered_seconds)`.
-struct Feed {
-    shared: Arc<Shared>,
-    meter: String,
-    /// Where the first poll looks back from: the meter's newest reading when the feed began.
-    start: i64,
-    /// Newest window start sent per granularity (`None`: nothing yet).
-    from: [Option<i64>; 3],
-    sent: [BTreeMap<i64, (i64, i64)>; 3],
-    version: Option<u64>,
-    /// Events found but not yet sent.
-    queue: Vec<Event>,
-    stopping: tokio::sync::watch::Receiver<bool>,
+/// What a watcher tells its feeds: the body of a `windows` or an `error` event.
+#[derive(Clone, Debug)]
+enum Message {
+    Windows(Arc<str>),
+    Error(Arc<str>),
 }
 
-impl Feed {
-    /// One poll: the events of the windows that changed since the last.
-    fn poll(&mut self) -> Result<Vec<Event>, ApiError> {
+impl Message {
+    fn event(&self) -> Event {
+        match self {
+            Message::Windows(body) => Event::default().event("windows").data(&**body),
+            Message::Error(body) => Event::default().event("error").data(&**body),
+        }
+    }
+}
+
+/// The watchers of the meters that have live feeds, and how many of each there are.
+pub(super) struct Hub {
+    watchers: Mutex<HashMap<String, Arc<Watcher>>>,
+    /// Open feeds (`wattflow_http_live_feeds`).
+    pub feeds: Gauge,
+    /// Running watchers (`wattflow_http_live_watchers`).
+    pub watching: Gauge,
+}
+
+impl Hub {
+    pub(super) fn new() -> Hub {
+        Hub {
+            watchers: Mutex::new(HashMap::new()),
+            feeds: Gauge::default(),
+            watching: Gauge::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Watcher>>> {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A window's start and a one-row `windows` event body of it.
+type Newest = Option<(i64, Arc<str>)>;
+
+/// One meter's watcher, shared by its feeds.
+struct Watcher {
+    sender: broadcast::Sender<Message>,
+    /// Per granularity, the newest window the watcher has seen, as a one-row `windows` body:
+    /// what a feed gets first.
+    latest: Mutex<[Newest; 3]>,
+}
+
+impl Watcher {
+    fn newest(&self) -> Vec<Message> {
+        let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        latest
+            .iter()
+            .flatten()
+            .map(|(_, body)| Message::Windows(Arc::clone(body)))
+            .collect()
+    }
+}
+
+/// What a watcher has read: per granularity, `window_start → (samples, covered_seconds)`.
+struct Reader {
+    shared: Arc<Shared>,
+    meter: String,
+    /// Where the first read looks back from: the meter's newest reading when the watcher began.
+    start: i64,
+    /// Newest window start seen per granularity (`None`: nothing yet).
+    from: [Option<i64>; 3],
+    seen: [BTreeMap<i64, (i64, i64)>; 3],
+    version: Option<u64>,
+}
+
+impl Reader {
+    /// One read: per granularity, the windows that changed since the last, in window order.
+    fn changes(&mut self) -> Result<Vec<(Granularity, Vec<ViewRow>)>, ApiError> {
         let speed = self.shared.views.speed();
         let version = speed.version();
         if version != 0 && self.version == Some(version) {
             return Ok(Vec::new());
         }
         self.version = Some(version);
-        let calendar = self.shared.views.calendar();
-        let now = calendar.now_ms();
-        let mut events = Vec::new();
+        let now = self.shared.views.calendar().now_ms();
+        let mut out = Vec::new();
         for g in Granularity::ALL {
             let i = g as usize;
             let len = g.len_ms();
             let first = self.from[i].is_none();
-            // From the newest window sent, or on the first poll from a day before the meter's
+            // From the newest window seen, or on the first read from a day before the meter's
             // newest reading for minutes (a week for hours, a year for days), over as long
             // again; and the same span up to the clock when that is further on (a pipeline
             // whose newest data is far behind the clock, or the other way round).
@@ -81,34 +154,186 @@ impl Feed {
             if first {
                 rows = rows.split_off(rows.len().saturating_sub(1));
             }
-            let changed: Vec<ViewRow> = rows
+            let mut changed: Vec<ViewRow> = rows
                 .into_iter()
                 .filter(|r| {
                     let v = (r.samples, r.covered_seconds);
-                    self.sent[i].insert(r.window_start, v) != Some(v)
+                    self.seen[i].insert(r.window_start, v) != Some(v)
                 })
                 .collect();
             let Some(newest) = changed.iter().map(|r| r.window_start).max() else {
                 continue;
             };
+            changed.sort_by_key(|r| r.window_start);
             self.from[i] = Some(self.from[i].map_or(newest, |f| f.max(newest)));
             let keep = self.from[i].unwrap_or(newest);
-            self.sent[i].retain(|&t, _| t >= keep);
-            let (a, b) = (changed[0].window_start, newest + len);
-            let answer = Answer {
-                freshness: Freshness {
-                    newest_reading_ms: None,
-                    age_ms: None,
-                    batch_sealed_through_ms: None,
-                    batch_rows: 0,
-                    speed_rows: changed.len(),
-                },
-                rows: changed,
-            };
-            let body = answer_json(calendar, &self.meter, g, (a, b), &answer, &Columns::all());
-            events.push(Event::default().event("windows").data(body));
+            self.seen[i].retain(|&t, _| t >= keep);
+            out.push((g, changed));
         }
-        Ok(events)
+        Ok(out)
+    }
+
+    /// A `windows` body of `rows` (in window order, at least one).
+    fn body(&self, g: Granularity, rows: Vec<ViewRow>) -> Arc<str> {
+        let (a, b) = (
+            rows[0].window_start,
+            rows[rows.len() - 1].window_start + g.len_ms(),
+        );
+        let answer = Answer {
+            freshness: Freshness {
+                newest_reading_ms: None,
+                age_ms: None,
+                batch_sealed_through_ms: None,
+                batch_rows: 0,
+                speed_rows: rows.len(),
+            },
+            rows,
+        };
+        let calendar = self.shared.views.calendar();
+        answer_json(calendar, &self.meter, g, (a, b), &answer, &Columns::all()).into()
+    }
+}
+
+/// Reads `meter`'s speed windows and tells `watcher`'s feeds, until the last feed has gone or
+/// the server stops.
+async fn watch(shared: Arc<Shared>, watcher: Arc<Watcher>, meter: String, start: i64) {
+    let mut reader = Reader {
+        shared: Arc::clone(&shared),
+        meter: meter.clone(),
+        start,
+        from: [None; 3],
+        seen: Default::default(),
+        version: None,
+    };
+    let mut stopping = shared.stopping.clone();
+    loop {
+        if *stopping.borrow() || stopping.has_changed().is_err() {
+            break;
+        }
+        {
+            // Feeds join under the hub's lock: none can join between this check and the removal.
+            let mut watchers = shared.hub.lock();
+            if watcher.sender.receiver_count() == 0 {
+                watchers.remove(&meter);
+                break;
+            }
+        }
+        let (found, back) = match tokio::task::spawn_blocking(move || {
+            // Each change is rendered once: all its windows for the feeds, and the newest
+            // alone for feeds that join later.
+            let found = reader.changes().map(|changes| {
+                changes
+                    .into_iter()
+                    .map(|(g, rows)| {
+                        let newest = rows[rows.len() - 1].clone();
+                        let start = newest.window_start;
+                        (g, start, reader.body(g, vec![newest]), reader.body(g, rows))
+                    })
+                    .collect::<Vec<_>>()
+            });
+            (found, reader)
+        })
+        .await
+        {
+            Ok(done) => done,
+            // The read panicked: the reader is gone with it; end, and the feeds with it.
+            Err(_) => break,
+        };
+        reader = back;
+        match found {
+            Ok(changes) if !changes.is_empty() => {
+                for (g, start, newest, body) in changes {
+                    {
+                        let mut latest = watcher.latest.lock().unwrap_or_else(|e| e.into_inner());
+                        let slot = &mut latest[g as usize];
+                        if slot.as_ref().is_none_or(|(t, _)| *t <= start) {
+                            *slot = Some((start, newest));
+                        }
+                    }
+                    // No receiver left is fine: the loop's check ends the watcher.
+                    let _ = watcher.sender.send(Message::Windows(body));
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                // The store is down: say so, and keep trying.
+                let text = serde_json::json!({ "error": e.message }).to_string();
+                let _ = watcher.sender.send(Message::Error(text.into()));
+                tokio::select! {
+                    _ = tokio::time::sleep(4 * POLL) => {}
+                    _ = stopping.changed() => {}
+                }
+                continue;
+            }
+        }
+        // Nothing new: wait for the store to change (or read one that cannot tell again).
+        let speed: Arc<dyn SpeedViews> = Arc::clone(shared.views.speed());
+        let seen = reader.version.unwrap_or(0);
+        if seen == 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = stopping.changed() => {}
+            }
+        } else {
+            let wait = tokio::task::spawn_blocking(move || speed.wait_for_change(seen, POLL));
+            tokio::select! {
+                now = wait => if now.is_ok_and(|v| v != seen) {
+                    tokio::time::sleep(SETTLE).await;
+                },
+                _ = stopping.changed() => {}
+            }
+        }
+    }
+    shared.hub.watching.dec();
+}
+
+/// A feed's side of its meter's watcher; counts itself out of `wattflow_http_live_feeds` when
+/// the client goes.
+struct Feed {
+    shared: Arc<Shared>,
+    watcher: Arc<Watcher>,
+    receiver: broadcast::Receiver<Message>,
+    queue: VecDeque<Message>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.shared.hub.feeds.dec();
+    }
+}
+
+/// Joins (or starts) `meter`'s watcher: the receiver of its messages and the newest windows.
+fn join(shared: &Arc<Shared>, meter: &str, start: i64) -> Feed {
+    let mut watchers = shared.hub.lock();
+    let watcher = match watchers.get(meter) {
+        Some(w) => Arc::clone(w),
+        None => {
+            let (sender, _) = broadcast::channel(CHANNEL);
+            let w = Arc::new(Watcher {
+                sender,
+                latest: Mutex::new([None, None, None]),
+            });
+            watchers.insert(meter.to_owned(), Arc::clone(&w));
+            shared.hub.watching.inc();
+            tokio::spawn(watch(
+                Arc::clone(shared),
+                Arc::clone(&w),
+                meter.to_owned(),
+                start,
+            ));
+            w
+        }
+    };
+    let receiver = watcher.sender.subscribe();
+    shared.hub.feeds.inc();
+    Feed {
+        shared: Arc::clone(shared),
+        queue: watcher.newest().into(),
+        watcher,
+        receiver,
+        stopping: shared.stopping.clone(),
     }
 }
 
@@ -124,67 +349,25 @@ pub(super) async fn live(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQu
         Ok(m) => m,
         Err(e) => return e.into_response(),
     };
-    let start = meter.newest_reading_ms;
-    let feed = Feed {
-        stopping: shared.stopping.clone(),
-        shared,
-        meter: meter.meter,
-        start,
-        from: [None; 3],
-        sent: Default::default(),
-        version: None,
-        queue: Vec::new(),
-    };
+    let feed = join(&shared, &meter.meter, meter.newest_reading_ms);
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         loop {
-            if *feed.stopping.borrow() {
+            if *feed.stopping.borrow() || feed.stopping.has_changed().is_err() {
                 return None;
             }
-            if let Some(e) = feed.queue.pop() {
-                return Some((Ok::<Event, Infallible>(e), feed));
+            if let Some(m) = feed.queue.pop_front() {
+                return Some((Ok::<Event, Infallible>(m.event()), feed));
             }
-            let (found, back) = tokio::task::spawn_blocking(move || {
-                let found = feed.poll();
-                (found, feed)
-            })
-            .await
-            .ok()?;
-            feed = back;
-            match found {
-                Ok(mut events) if !events.is_empty() => {
-                    events.reverse();
-                    feed.queue = events;
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    // The store is down: say so, and keep trying.
-                    let text = serde_json::json!({ "error": e.message }).to_string();
-                    let mut stopping = feed.stopping.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(4 * POLL) => {}
-                        _ = stopping.changed() => {}
+            tokio::select! {
+                got = feed.receiver.recv() => match got {
+                    Ok(m) => feed.queue.push_back(m),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let newest = feed.watcher.newest();
+                        feed.queue.extend(newest);
                     }
-                    return Some((Ok(Event::default().event("error").data(text)), feed));
-                }
-            }
-            // Nothing new: wait for the store to change (or poll one that cannot tell).
-            let mut stopping = feed.stopping.clone();
-            let speed: Arc<dyn SpeedViews> = Arc::clone(feed.shared.views.speed());
-            let seen = feed.version.unwrap_or(0);
-            if seen == 0 {
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
-                    _ = stopping.changed() => {}
-                }
-            } else {
-                let wait = tokio::task::spawn_blocking(move || speed.wait_for_change(seen, POLL));
-                tokio::select! {
-                    now = wait => if now.is_ok_and(|v| v != seen) {
-                        tokio::time::sleep(SETTLE).await;
-                    },
-                    _ = stopping.changed() => {}
-                }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = feed.stopping.changed() => {}
             }
         }
     });

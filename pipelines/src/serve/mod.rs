@@ -60,6 +60,9 @@ pub use render::{answer_csv, answer_json, Columns};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// How long the list of meters is reused before it is read again.
 const METERS_TTL: Duration = Duration::from_secs(5);
+/// How old the list of meters may be when a request names a meter it does not hold (at most
+/// four reads a second, however many unknown names are asked for).
+const METERS_RECHECK: Duration = Duration::from_millis(250);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -122,13 +125,20 @@ pub(crate) struct Shared {
     stopping: tokio::sync::watch::Receiver<bool>,
     metrics: Metrics,
     meters: Mutex<Option<(Instant, Arc<Vec<Extent>>)>>,
+    /// The live feeds' watchers, one per meter.
+    hub: live::Hub,
 }
 
 impl Shared {
     /// The meters and their extents, read at most every [`METERS_TTL`].
     pub(crate) fn meters(&self) -> Result<Arc<Vec<Extent>>, ServeError> {
+        self.meters_within(METERS_TTL)
+    }
+
+    /// The meters and their extents, read again when the list is older than `max_age`.
+    fn meters_within(&self, max_age: Duration) -> Result<Arc<Vec<Extent>>, ServeError> {
         if let Some((at, m)) = &*self.meters.lock().unwrap_or_else(|e| e.into_inner()) {
-            if at.elapsed() < METERS_TTL {
+            if at.elapsed() < max_age {
                 return Ok(Arc::clone(m));
             }
         }
@@ -269,9 +279,16 @@ async fn meters(State(shared): State<Arc<Shared>>, RawQuery(raw): RawQuery) -> R
     .await
 }
 
-/// The meter a request names, or the only one ([`choose_meter`]).
+/// The meter a request names, or the only one ([`choose_meter`]). A named meter the list does
+/// not hold may have begun since the list was read: the list is then read again if it is older
+/// than [`METERS_RECHECK`].
 pub(crate) fn pick_meter(shared: &Shared, given: Option<&String>) -> Result<Extent, ApiError> {
-    let known = shared.meters()?;
+    let mut known = shared.meters()?;
+    if let Some(m) = given {
+        if !known.iter().any(|e| &e.meter == m) {
+            known = shared.meters_within(METERS_RECHECK)?;
+        }
+    }
     choose_meter(&known, |e| &e.meter, given.map(String::as_str))
         .cloned()
         .map_err(|e| match e {
@@ -514,12 +531,25 @@ pub fn router(
     prices: Prices,
     stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Router {
+    let hub = live::Hub::new();
+    let mut counters = Metrics::new();
+    counters.registry.register(
+        "live_feeds",
+        "Open live feeds (GET /api/v1/live)",
+        hub.feeds.clone(),
+    );
+    counters.registry.register(
+        "live_watchers",
+        "Meters whose speed windows are being watched for the live feeds",
+        hub.watching.clone(),
+    );
     let shared = Arc::new(Shared {
         views,
         prices,
         stopping,
-        metrics: Metrics::new(),
+        metrics: counters,
         meters: Mutex::new(None),
+        hub,
     });
     Router::new()
         .route("/api/v1/meters", get(meters))
