@@ -324,7 +324,12 @@ pub fn kafka_latency(wattflow: &Path, work: &Path, setup: &KafkaSetup) -> Result
             .args(["live", "--brokers", &setup.brokers, "--topic", &topic])
             .args(["--group", &format!("{topic}-group"), "--start", "earliest"])
             .args(["--cassandra", &setup.cassandra, "--keyspace", &keyspace])
-            .env("RUST_LOG", "warn")
+            // `WATTFLOW_BENCH_LOG=info` shows the pipeline's progress (how far behind real
+            // time it reads, rows waiting) when a figure needs explaining.
+            .env(
+                "RUST_LOG",
+                std::env::var("WATTFLOW_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -444,8 +449,15 @@ pub fn kafka_latency(wattflow: &Path, work: &Path, setup: &KafkaSetup) -> Result
                         ) else {
                             continue;
                         };
-                        // The newest reading of the window (readings are one a second, in order).
-                        let ts = start + (covered - 1) * 1000;
+                        // The newest reading of the window: readings are one a second, in
+                        // order, from the first second produced on, so a window's `covered`
+                        // seconds begin at its start or, in the first minute, at that second
+                        // (counting them from the window's start put the first minute's
+                        // readings up to a minute early: the "stalls" of constant lag).
+                        let Some(first_ts) = produced.lock().unwrap().keys().next().copied() else {
+                            continue;
+                        };
+                        let ts = start.max(first_ts) + (covered - 1) * 1000;
                         if ts <= newest {
                             continue;
                         }
