@@ -99,24 +99,12 @@ impl ViewRow {
     /// The value of a numeric column by its contract name (`voltage_avg`, `samples`, ...);
     /// `None` for an unknown name or a missing power factor.
     pub fn value(&self, column: &str) -> Option<f64> {
-        match column {
-            "samples" => return Some(self.samples as f64),
-            "covered_seconds" => return Some(self.covered_seconds as f64),
-            "active_energy_wh" => return Some(self.active_energy_wh),
-            "unmetered_wh" => return Some(self.unmetered_wh),
-            "power_factor_avg" => return self.power_factor_avg,
-            _ => {}
+        let i = value_columns().iter().position(|c| c == column)?;
+        if i + 1 == value_columns().len() {
+            // The power factor, the last column, may be missing.
+            return self.power_factor_avg;
         }
-        let (name, stat) = column.rsplit_once('_')?;
-        let m = Measure::ALL.into_iter().find(|m| m.name() == name)?;
-        let v = self.measure(m);
-        match stat {
-            "sum" => Some(v.sum),
-            "min" => Some(v.min),
-            "max" => Some(v.max),
-            "avg" => Some(v.avg),
-            _ => None,
-        }
+        Some(self.value_at(i))
     }
 
     /// The numeric values in [`value_columns`] order (`NaN` for a missing power factor).
