@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,8 +42,8 @@ fn run_and_kill(args: &[&str], after: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap(); // SIGKILL
-                           // A run that ended just before the kill was not killed (a zombie takes the signal).
-    use std::os::unix::process::ExitStatusExt;
+
+    // A run that ended just before the kill was not killed (a zombie takes the signal).
     child.wait().unwrap().signal() == Some(9)
 }
 
