@@ -845,6 +845,12 @@ fn live_feeds_of_one_meter_share_one_watcher_and_each_sees_every_change() {
         }
         assert_eq!(got, [(t0, 60, 232.0), (t0 + 60_000, 5, 233.0)]);
     }
+    // A view query without `to` ends after the newest reading as it is now, not as the
+    // server's list of meters (read when the feeds opened) has it.
+    let rows = get(addr, "/api/v1/views/minute?meter=m1", false).json()["rows"].clone();
+    let last = rows.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["window_start_ms"], t0 + 60_000, "{rows}");
+    assert_eq!(last["samples"], 5);
     // A meter that began after the server read its list is found (the list is read again
     // when a request names a meter it lacks and it is older than 250 ms), and has a watcher of
     // its own.
@@ -872,6 +878,17 @@ fn live_feeds_of_one_meter_share_one_watcher_and_each_sees_every_change() {
     let mut d = SseClient::open(addr, live);
     assert_eq!(d.next_windows()[0].0, t - 60_000);
     assert_eq!(gauge(addr, "wattflow_http_live_watchers"), 1);
-    drop(d);
+    // Stopping the server ends an open feed: its client sees the stream end, not a hang.
     server.stop();
+    let mut rest = String::new();
+    match std::io::Read::read_to_string(&mut d.0, &mut rest) {
+        Ok(_) => assert!(!rest.contains("data: "), "an event after the stop: {rest}"),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the feed still open 5 s after the stop"
+        ),
+    }
 }

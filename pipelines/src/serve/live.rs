@@ -21,7 +21,9 @@
 //! windows again and carries on (the page merges windows by start, so nothing is drawn twice).
 //! A store that cannot be read is an `error` event (`{"error": "..."}`), repeated every
 //! 4 × [`POLL`] while it lasts. A feed ends when its client goes or the server stops; the
-//! watcher ends with its meter's last feed.
+//! watcher ends with its meter's last feed, or with the server. Should its read ever fail
+//! outright (a panic), it leaves the hub and closes its feeds, whose clients reconnect
+//! (`EventSource` does) and start a new one.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -91,13 +93,35 @@ type Newest = Option<(i64, Arc<str>)>;
 
 /// One meter's watcher, shared by its feeds.
 struct Watcher {
-    sender: broadcast::Sender<Message>,
+    /// `None` once the watcher has ended: its feeds then see the channel closed and end too.
+    sender: Mutex<Option<broadcast::Sender<Message>>>,
     /// Per granularity, the newest window the watcher has seen, as a one-row `windows` body:
     /// what a feed gets first.
     latest: Mutex<[Newest; 3]>,
 }
 
 impl Watcher {
+    fn sender(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Message>>> {
+        self.sender.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the feeds (none listening is fine: the watcher's loop then ends it).
+    fn send(&self, message: Message) {
+        if let Some(sender) = &*self.sender() {
+            let _ = sender.send(message);
+        }
+    }
+
+    /// Ends the watcher for its feeds and takes it out of `watchers` (if it is still the
+    /// meter's there). Called with the hub's lock held, so no feed joins a watcher that has
+    /// ended.
+    fn retire(self: &Arc<Self>, meter: &str, watchers: &mut HashMap<String, Arc<Watcher>>) {
+        if watchers.get(meter).is_some_and(|w| Arc::ptr_eq(w, self)) {
+            watchers.remove(meter);
+        }
+        self.sender().take();
+    }
+
     fn newest(&self) -> Vec<Message> {
         let latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
         latest
@@ -213,8 +237,12 @@ async fn watch(shared: Arc<Shared>, watcher: Arc<Watcher>, meter: String, start:
         {
             // Feeds join under the hub's lock: none can join between this check and the removal.
             let mut watchers = shared.hub.lock();
-            if watcher.sender.receiver_count() == 0 {
-                watchers.remove(&meter);
+            if watcher
+                .sender()
+                .as_ref()
+                .is_none_or(|s| s.receiver_count() == 0)
+            {
+                watcher.retire(&meter, &mut watchers);
                 break;
             }
         }
@@ -236,7 +264,8 @@ async fn watch(shared: Arc<Shared>, watcher: Arc<Watcher>, meter: String, start:
         .await
         {
             Ok(done) => done,
-            // The read panicked: the reader is gone with it; end, and the feeds with it.
+            // The read panicked: the reader is gone with it; end, and the feeds with it (their
+            // clients reconnect, and start a new watcher).
             Err(_) => break,
         };
         reader = back;
@@ -251,7 +280,7 @@ async fn watch(shared: Arc<Shared>, watcher: Arc<Watcher>, meter: String, start:
                         }
                     }
                     // No receiver left is fine: the loop's check ends the watcher.
-                    let _ = watcher.sender.send(Message::Windows(body));
+                    watcher.send(Message::Windows(body));
                 }
                 continue;
             }
@@ -259,7 +288,7 @@ async fn watch(shared: Arc<Shared>, watcher: Arc<Watcher>, meter: String, start:
             Err(e) => {
                 // The store is down: say so, and keep trying.
                 let text = serde_json::json!({ "error": e.message }).to_string();
-                let _ = watcher.sender.send(Message::Error(text.into()));
+                watcher.send(Message::Error(text.into()));
                 tokio::select! {
                     _ = tokio::time::sleep(4 * POLL) => {}
                     _ = stopping.changed() => {}
@@ -285,6 +314,8 @@ async fn watch(shared: Arc<Shared>, watcher: Arc<Watcher>, meter: String, start:
             }
         }
     }
+    // However it ended (stop, a failed read, no feed left): out of the hub, feeds told.
+    watcher.retire(&meter, &mut shared.hub.lock());
     shared.hub.watching.dec();
 }
 
@@ -307,12 +338,16 @@ impl Drop for Feed {
 /// Joins (or starts) `meter`'s watcher: the receiver of its messages and the newest windows.
 fn join(shared: &Arc<Shared>, meter: &str, start: i64) -> Feed {
     let mut watchers = shared.hub.lock();
-    let watcher = match watchers.get(meter) {
-        Some(w) => Arc::clone(w),
+    // A watcher in the hub has not ended (it leaves the hub as it ends, under this lock).
+    let joined = watchers
+        .get(meter)
+        .and_then(|w| Some((Arc::clone(w), w.sender().as_ref()?.subscribe())));
+    let (watcher, receiver) = match joined {
+        Some(joined) => joined,
         None => {
-            let (sender, _) = broadcast::channel(CHANNEL);
+            let (sender, receiver) = broadcast::channel(CHANNEL);
             let w = Arc::new(Watcher {
-                sender,
+                sender: Mutex::new(Some(sender)),
                 latest: Mutex::new([None, None, None]),
             });
             watchers.insert(meter.to_owned(), Arc::clone(&w));
@@ -323,10 +358,9 @@ fn join(shared: &Arc<Shared>, meter: &str, start: i64) -> Feed {
                 meter.to_owned(),
                 start,
             ));
-            w
+            (w, receiver)
         }
     };
-    let receiver = watcher.sender.subscribe();
     shared.hub.feeds.inc();
     Feed {
         shared: Arc::clone(shared),

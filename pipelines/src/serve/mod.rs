@@ -13,8 +13,8 @@
 //! **Parameters.** `meter` may be left out when the views hold one meter. `from` and `to`
 //! are `YYYY-MM-DD` (local midnight) or RFC 3339 times (see [`parse_time`]); the range is
 //! half-open, `[from, to)`: `from=2007-01-01&to=2007-01-02` is that one day. Without `to`,
-//! the range ends after the meter's newest reading; without `from`, it starts a day (minute),
-//! 31 days (hour) or a year (day) before `to`. Every parameter is checked: an unknown
+//! the range ends after the meter's newest reading (read at the request); without `from`, it
+//! starts a day (minute), 31 days (hour) or a year (day) before `to`. Every parameter is checked: an unknown
 //! granularity, meter or parameter, a repeated parameter, an unparsable time, `from` not
 //! before `to`, or a range that could hold more windows than the row cap
 //! ([`DEFAULT_MAX_ROWS`] by default, `--max-rows`) is a `400` with
@@ -365,9 +365,14 @@ fn view_request(
     let to = match time("to")? {
         Some(t) => t,
         // The end of the window holding the newest reading (which covers up to, not including,
-        // `newest_reading_ms`).
+        // `newest_reading_ms`), read now: the cached list of meters may be seconds old, and
+        // would leave out the windows that began since.
         None => {
-            let newest = meter.newest_reading_ms.saturating_sub(1).max(MIN_QUERY_MS);
+            let newest = shared
+                .views
+                .extent(&meter.meter)?
+                .map_or(meter.newest_reading_ms, |e| e.newest_reading_ms);
+            let newest = newest.saturating_sub(1).max(MIN_QUERY_MS);
             calendar.window(granularity, newest).1
         }
     };
